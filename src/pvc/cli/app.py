@@ -1,0 +1,40 @@
+"""The `pvc` command: writes intent into ZooKeeper; the node daemons carry it out."""
+
+from __future__ import annotations
+
+import typer
+
+from pvc.cli import node, vm
+from pvc.cli.common import DEFAULT_ZOOKEEPER, Settings, run
+
+app = typer.Typer(
+    help="pvc: manage a KVM cluster (state in ZooKeeper, VMs on libvirt).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(node.app, name="node")
+app.add_typer(vm.app, name="vm")
+
+
+@app.callback()
+def global_options(
+    zookeeper: str = typer.Option(DEFAULT_ZOOKEEPER, "--zookeeper", "-z", envvar="PVC_ZOOKEEPER",
+                                  help="ZooKeeper HOST:PORT[,HOST:PORT...]"),
+    timeout: float = typer.Option(5.0, "--timeout", help="Seconds any single ZooKeeper request may take."),
+):
+    Settings.zookeeper = zookeeper
+    Settings.timeout = timeout
+
+
+@app.command()
+def init():
+    """Create the cluster layout in ZooKeeper (safe to repeat)."""
+    from pvc import store
+
+    created = run(store.init_cluster, check_schema=False)
+    typer.echo("Initialised the cluster" if created else "The cluster was already initialised")
+
+
+def main() -> None:
+    app()

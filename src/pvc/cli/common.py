@@ -1,0 +1,99 @@
+"""What every CLI command shares: the ZooKeeper connection, error handling, output."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from enum import Enum
+from typing import Any, TypeVar
+
+import typer
+
+from pvc.errors import PvcError
+
+T = TypeVar("T")
+
+DEFAULT_ZOOKEEPER = "127.0.0.1:2181"
+
+
+class Output(str, Enum):
+    table = "table"
+    json = "json"
+
+
+OUTPUT_OPTION = typer.Option(Output.table, "--output", "-o", help="table (for people) or json (for programs)")
+
+
+class Settings:
+    zookeeper: str = os.environ.get("PVC_ZOOKEEPER", DEFAULT_ZOOKEEPER)
+    timeout: float = 5.0
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def run(work: Callable[[Any], Awaitable[T]], *, check_schema: bool = True) -> T:
+    """Connect to ZooKeeper, run ``work(zk)``, turn any PvcError into one line and an exit code."""
+    from pvc import store
+    from pvc.zk import ZK
+
+    async def main() -> T:
+        zk = ZK(Settings.zookeeper, session_timeout=10, request_timeout=Settings.timeout)
+        await zk.start()
+        try:
+            if check_schema:
+                await store.check_schema(zk)
+            return await work(zk)
+        finally:
+            await zk.close()
+
+    try:
+        return asyncio.run(main())
+    except PvcError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def print_json(value: Any) -> None:
+    import msgspec
+
+    sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n")
+    sys.stdout.flush()
+
+
+def print_table(columns: list[str], rows: list[list[Any]], styles: dict[int, Callable[[Any], str]] | None = None) -> None:
+    """A plain, aligned table; colour (from ``styles``: column -> value -> rich style) only on a terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        cells = []
+        for i, value in enumerate(row):
+            text = "" if value is None else str(value)
+            style = styles.get(i)(value) if styles and i in styles else ""
+            cells.append(f"[{style}]{text}[/]" if style else text.replace("[", r"\["))
+        table.add_row(*cells)
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 4096  # piped: never wrap or truncate cells
+    console.print(table)
+
+
+STATE_STYLES = {
+    "start": "green", "run": "green", "ready": "green", "primary": "green", "running": "green",
+    "stop": "", "shutoff": "", "client": "", "secondary": "blue",
+    "fail": "red", "dead": "red", "fenced": "red", "crashed": "red",
+    "disable": "blue", "flush": "yellow", "flushed": "blue", "unflush": "yellow",
+}
+
+
+def state_style(value: Any) -> str:
+    return STATE_STYLES.get(str(value), "yellow")

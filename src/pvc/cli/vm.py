@@ -1,0 +1,204 @@
+"""`pvc vm ...`: VM lifecycle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pvc.cli.common import OUTPUT_OPTION, Output, fail, print_json, print_table, run, state_style
+
+app = typer.Typer(help="Manage virtual machines.", no_args_is_help=True)
+
+WAIT = typer.Option(False, "--wait", "-w", help="Return only when the VM reached the state (non-zero exit with the reason if not).")
+
+
+def _read_xml(path: Path) -> str:
+    try:
+        return path.read_text() if str(path) != "-" else typer.get_text_stream("stdin").read()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    except UnicodeDecodeError:
+        fail(f"{path} is not a text file")
+
+
+@app.command()
+def define(
+    file: Path = typer.Argument(..., help="libvirt domain XML (- for standard input)"),
+    target: str = typer.Option("", "--target", "-t", help="Node to place the VM on (default: chosen by the selector)."),
+    selector: str = typer.Option("", "--selector", "-s", help="mem | memfree | load | vcpus | vms (default: the cluster's)."),
+    node_limit: str = typer.Option("", "--node-limit", help="Comma-separated nodes the VM may run on."),
+    autostart: bool = typer.Option(False, "--autostart", help="Start the VM when its node becomes ready again."),
+    migration_method: str = typer.Option("", "--migration-method", help="live | shutdown (default: live, shutdown as fallback)."),
+    start: bool = typer.Option(False, "--start", help="Start the VM once defined."),
+):
+    """Define a VM from its libvirt XML; it is placed on a node and left stopped (unless --start)."""
+    from pvc import store
+    from pvc.domain_xml import parse_domain_xml
+    from pvc.schema import MIGRATION_METHODS
+
+    xml = _read_xml(file)
+    if migration_method and migration_method not in MIGRATION_METHODS:
+        fail(f"unknown migration method {migration_method!r}; choose live or shutdown")
+
+    async def work(zk):
+        spec = parse_domain_xml(xml)
+        limit = [n for n in node_limit.split(",") if n]
+        dom = await store.define_domain(zk, spec, xml, target=target, selector=selector, node_limit=limit,
+                                        autostart=autostart, migration_method=migration_method)
+        warning = await _console_log_warning(zk, dom)
+        if start:
+            await store.update_domain(zk, dom.uuid, lambda d: _request(d, "start"))
+        return dom, warning
+
+    dom, warning = run(work)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"Defined VM {dom.name} ({dom.uuid}) on node {dom.node}" + (", starting" if start else ""))
+
+
+async def _console_log_warning(zk, dom) -> str:
+    from pvc import store
+
+    node = await store.get_node(zk, dom.node)
+    directory = node.console_log_directory
+    expected = f"{directory.rstrip('/')}/{dom.name}.log" if directory else ""
+    if not dom.console_log_file:
+        return (f"VM {dom.name} has no serial <log file=...>; `pvc vm log` will be empty "
+                f"(add <log file='{expected or '/var/log/libvirt/' + dom.name + '.log'}' append='on'/> to its <serial>)")
+    if expected and dom.console_log_file != expected:
+        return f"VM {dom.name} logs its serial console to {dom.console_log_file}, but pvc reads {expected}"
+    return ""
+
+
+def _request(dom, action: str):
+    from pvc import vm_states
+
+    return vm_states.request(dom, action)
+
+
+@app.command()
+def modify(vm: str = typer.Argument(..., help="VM name or UUID"), file: Path = typer.Argument(..., help="new libvirt XML")):
+    """Replace a VM's XML (takes effect at its next start)."""
+    from pvc import store
+    from pvc.domain_xml import parse_domain_xml
+
+    xml = _read_xml(file)
+
+    async def work(zk):
+        spec = parse_domain_xml(xml)
+        uuid = await store.resolve_domain(zk, vm)
+        return await store.modify_domain(zk, uuid, spec, xml)
+
+    dom = run(work)
+    typer.echo(f"Modified VM {dom.name}; the new definition applies at its next start")
+
+
+@app.command()
+def undefine(vm: str = typer.Argument(..., help="VM name or UUID")):
+    """Remove a stopped VM from the cluster."""
+    from pvc import store
+
+    async def work(zk):
+        return await store.undefine_domain(zk, await store.resolve_domain(zk, vm))
+
+    dom = run(work)
+    typer.echo(f"Undefined VM {dom.name} ({dom.uuid})")
+
+
+@app.command()
+def dump(vm: str = typer.Argument(..., help="VM name or UUID")):
+    """Print a VM's libvirt XML."""
+    from pvc import store
+
+    async def work(zk):
+        return await store.read_xml(zk, await store.resolve_domain(zk, vm))
+
+    xml = run(work)
+    typer.echo(xml.rstrip("\n"))
+
+
+def _state_command(action: str, doc: str):
+    def command(vm: str = typer.Argument(..., help="VM name or UUID"), wait: bool = WAIT):
+        from pvc import store
+        from pvc.cli.waiting import wait_for_vm
+
+        async def work(zk):
+            uuid = await store.resolve_domain(zk, vm)
+            dom, version = await store.update_domain(zk, uuid, lambda d: _request(d, action))
+            if wait:
+                typer.echo(f"Waiting for VM {dom.name} to {action} on node {dom.node}...", err=True)
+                dom = await wait_for_vm(zk, uuid, action, version, [dom.node])
+            return dom
+
+        dom = run(work)
+        if wait:
+            typer.echo(f"VM {dom.name} is {'running' if dom.libvirt_state == 'running' else dom.state} on node {dom.node}")
+        else:
+            typer.echo(f"Set VM {dom.name} to {action} on node {dom.node}")
+
+    command.__doc__ = doc
+    return command
+
+
+app.command("start")(_state_command("start", "Start a VM on its node."))
+app.command("stop")(_state_command("stop", "Stop a VM at once (power off); also cuts short a hanging shutdown."))
+app.command("shutdown")(_state_command("shutdown", "Shut a VM down gracefully (ACPI), forced off after the configured timeout (policy)."))
+app.command("restart")(_state_command("restart", "Restart a VM: graceful shutdown, then start (picks up a modified XML)."))
+app.command("disable")(_state_command("disable", "Shut a VM down and keep it out of autostart and flushes until started again."))
+
+
+VM_COLUMNS = ["NAME", "UUID", "STATE", "LIBVIRT", "NODE", "PREVIOUS", "MEMORY", "VCPUS", "FAILED REASON"]
+
+
+def _vm_row(d) -> list:
+    return [d.name, d.uuid, d.state, d.libvirt_state, d.node, d.previous_node, f"{d.memory_mib} MiB", d.vcpus, d.failed_reason]
+
+
+@app.command("list")
+def list_(
+    node: Optional[str] = typer.Option(None, "--node", "-n", help="Only VMs on this node."),
+    state: Optional[str] = typer.Option(None, "--state", "-s", help="Only VMs in this state."),
+    output: Output = OUTPUT_OPTION,
+):
+    """List VMs."""
+    from pvc import store
+    from pvc.schema import VM_STATES
+
+    if state and state not in VM_STATES:
+        fail(f"unknown VM state {state!r}; choose one of {', '.join(VM_STATES)}")
+
+    async def work(zk):
+        if node and node not in await store.node_names(zk):
+            fail(f"unknown node {node!r}")
+        doms = await store.list_domains(zk)
+        return sorted((d for d in doms if (not node or d.node == node) and (not state or d.state == state)),
+                      key=lambda d: d.name)
+
+    doms = run(work)
+    if output == Output.json:
+        print_json(doms)
+    else:
+        print_table(VM_COLUMNS, [_vm_row(d) for d in doms], {2: state_style, 3: state_style})
+
+
+@app.command()
+def info(vm: str = typer.Argument(..., help="VM name or UUID"), output: Output = OUTPUT_OPTION):
+    """Show one VM."""
+    from pvc import store
+
+    async def work(zk):
+        dom, _ = await store.read_domain(zk, await store.resolve_domain(zk, vm))
+        return dom
+
+    dom = run(work)
+    if output == Output.json:
+        print_json(dom)
+        return
+    import msgspec
+
+    for key, value in msgspec.structs.asdict(dom).items():
+        if isinstance(value, list):
+            value = ",".join(value)
+        typer.echo(f"{key + ':':<18}{value}")

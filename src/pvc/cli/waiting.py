@@ -1,0 +1,46 @@
+"""``--wait``: follow a VM record by watch until the request is carried out (no polling)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pvc import vm_states
+from pvc.errors import PvcError, Unavailable
+from pvc.schema import Domain, Paths
+
+
+async def wait_for_vm(zk, uuid: str, action: str, after_version: int, nodes: list[str]) -> Domain:
+    """Return the record once ``action`` finished; raise with the reason if it failed, or if a
+    daemon that must act is not running (the request stays recorded for when it returns)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future = loop.create_future()
+
+    def finish(result=None, error: str = "") -> None:
+        if not done.done():
+            done.set_exception(PvcError(error)) if error else done.set_result(result)
+
+    def on_record(data: bytes | None, version: int) -> None:
+        if data is None:
+            finish(error="the VM was undefined while waiting")
+        elif version >= after_version:
+            dom = Domain.decode(data)
+            finished, error = vm_states.wait_outcome(action, dom)
+            if finished:
+                finish(dom, error)
+
+    def on_alive(node: str):
+        def check(data: bytes | None, _version: int) -> None:
+            if data is None:
+                finish(error=f"the daemon on node {node} is not running; the request is recorded and "
+                             "will be carried out when it returns")
+        return check
+
+    watches = [zk.watch_data(Paths.domain(uuid), on_record)]
+    watches += [zk.watch_data(Paths.node_key(n, "alive"), on_alive(n)) for n in dict.fromkeys(nodes) if n]
+    try:
+        return await done
+    finally:
+        for w in watches:
+            w.cancel()
+
+

@@ -1,0 +1,128 @@
+"""pvcd configuration: a YAML file validated into typed records.
+
+msgspec validates the whole tree (types, unknown keys) and names the offending key in one line,
+which is what an operator editing /etc/pvc/pvcd.yaml needs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Literal
+
+import msgspec
+
+from pvc.errors import InvalidInput
+
+DEFAULT_CONFIG_FILE = "/etc/pvc/pvcd.yaml"
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class NodeConfig(_Section):
+    # Defaults to the short host name.
+    name: str = ""
+    # The static list of coordinator nodes (set at install time).
+    coordinators: list[str] = []
+
+
+class ZookeeperConfig(_Section):
+    # Comma-separated host:port list of the ensemble.
+    hosts: str = "127.0.0.1:2181"
+    # Session timeout in seconds: how long a dead daemon keeps its ephemeral nodes.
+    session_timeout: float = 5.0
+    # Upper bound of any single ZooKeeper request, in seconds.
+    request_timeout: float = 5.0
+
+
+class LibvirtConfig(_Section):
+    # Local libvirt URI the daemon manages.
+    uri: str = "qemu:///system"
+    # URI peers use to reach this node's libvirt for live migration ("" = not migratable live).
+    migration_uri: str = ""
+    # Data-plane address for the QEMU migration stream (tcp://HOST), "" lets libvirt choose.
+    migration_address: str = ""
+
+
+class ConsoleLogConfig(_Section):
+    directory: str = "/var/log/libvirt"
+    # Lines kept per VM.
+    lines: int = 1000
+    # Seconds between checks of each log file (inotify wakes the tailer sooner).
+    interval: float = 0.5
+
+
+class VmConfig(_Section):
+    # Seconds a graceful shutdown may take.
+    shutdown_timeout: float = 180.0
+    # What happens when it runs out: "stop" forces the VM off, "abort" leaves it running and reports.
+    shutdown_timeout_policy: Literal["stop", "abort"] = "stop"
+    # Migrations a flush runs at once.
+    flush_concurrency: int = 1
+    # What a flush does with a VM that has nowhere to go: "shutdown" it, or "leave" it running and report.
+    flush_unmovable_policy: Literal["shutdown", "leave"] = "leave"
+
+
+class LoggingConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["console", "json"] = "console"
+
+
+class DaemonConfig(_Section):
+    node: NodeConfig = msgspec.field(default_factory=NodeConfig)
+    zookeeper: ZookeeperConfig = msgspec.field(default_factory=ZookeeperConfig)
+    libvirt: LibvirtConfig = msgspec.field(default_factory=LibvirtConfig)
+    console_log: ConsoleLogConfig = msgspec.field(default_factory=ConsoleLogConfig)
+    vm: VmConfig = msgspec.field(default_factory=VmConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    # Seconds between keepalives (resource stats) written to ZooKeeper.
+    keepalive_interval: float = 5.0
+
+    @property
+    def node_name(self) -> str:
+        return self.node.name or socket.gethostname().split(".")[0]
+
+    @property
+    def is_coordinator(self) -> bool:
+        return self.node_name in self.node.coordinators
+
+
+def _check_ranges(cfg: DaemonConfig) -> None:
+    positive = {
+        "zookeeper.session_timeout": cfg.zookeeper.session_timeout,
+        "zookeeper.request_timeout": cfg.zookeeper.request_timeout,
+        "console_log.lines": cfg.console_log.lines,
+        "console_log.interval": cfg.console_log.interval,
+        "vm.shutdown_timeout": cfg.vm.shutdown_timeout,
+        "vm.flush_concurrency": cfg.vm.flush_concurrency,
+        "keepalive_interval": cfg.keepalive_interval,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise InvalidInput(f"config: {key} must be greater than 0, got {value}")
+
+
+def parse_config(text: str | bytes, source: str = "<config>") -> DaemonConfig:
+    """Parse and validate YAML text; raise InvalidInput naming the bad key."""
+    import msgspec.yaml
+
+    try:
+        cfg = msgspec.yaml.decode(text or b"{}", type=DaemonConfig)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"config {source}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"config {source}: not valid YAML: {exc}") from None
+    _check_ranges(cfg)
+    return cfg
+
+
+def load_config(path: str | None = None) -> DaemonConfig:
+    path = path or os.environ.get("PVCD_CONFIG_FILE") or DEFAULT_CONFIG_FILE
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise InvalidInput(f"config {path}: {exc.strerror}") from None
+    return parse_config(text, path)

@@ -1,0 +1,20 @@
+"""Node roles: each is a class whose ``run()`` coroutine owns the tasks of that role.
+
+Adding a role means adding one module and one line below. ``applies`` says which nodes run it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pvc.daemon.context import DaemonContext
+from pvc.daemon.roles.hypervisor import HypervisorRole
+
+# name -> (role class, does this node run it?)
+ROLES: dict[str, tuple[type, Callable[[DaemonContext], bool]]] = {
+    "hypervisor": (HypervisorRole, lambda ctx: True),
+}
+
+
+def roles_for(ctx: DaemonContext) -> list:
+    return [cls(ctx) for cls, applies in ROLES.values() if applies(ctx)]

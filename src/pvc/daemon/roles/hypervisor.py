@@ -1,0 +1,321 @@
+"""The hypervisor role (every node): carry out the VM states assigned to this node.
+
+Each VM record is watched; every change, and every libvirt lifecycle event, "kicks" that VM. A
+kicked VM gets one worker at a time that asks libvirt for the truth, lets the pure
+``reconcile.decide`` pick the next step, executes it and records the outcome with a versioned
+write. The write triggers the watch again, so the loop converges on "nothing to do".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+
+from pvc import store
+from pvc.daemon.context import DaemonContext
+from pvc.errors import PvcError, Unavailable
+from pvc.libvirt_host import EVENT_CRASHED, EVENT_STARTED, EVENT_STOPPED, STOPPED_MIGRATED, LibvirtError, LibvirtHost
+from pvc.reconcile import Step, decide, unexpected_stop
+from pvc.schema import Domain, NodeInfo, Paths
+from pvc.zk import NoNode
+
+
+def _replace(dom: Domain, **changes) -> Domain:
+    return msgspec.structs.replace(dom, **changes)
+
+
+class HypervisorRole:
+    name = "hypervisor"
+
+    def __init__(self, ctx: DaemonContext) -> None:
+        self.ctx = ctx
+        self.zk = ctx.zk
+        self.host: LibvirtHost = ctx.host
+        self.me = ctx.node
+        self.log = ctx.log.bind(role="hypervisor")
+        self.records: dict[str, Domain] = {}
+        ctx.services["domains"] = self.records
+        ctx.services["hypervisor"] = self
+        self._watches: dict[str, asyncio.Task] = {}
+        self._workers: dict[str, asyncio.Task] = {}
+        self._dirty: set[str] = set()
+        self._expect_stop: set[str] = set()
+        self._unexpected: dict[str, tuple[str, str]] = {}
+        self._stopped: dict[str, asyncio.Future] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        self._foreign_logged: set[str] = set()
+        self._tg: asyncio.TaskGroup | None = None
+        self.on_arrive: list = []  # callbacks (uuid) when a VM starts running here (console tailer)
+        self.on_leave: list = []  # callbacks (uuid) when it stops running here
+
+    # -- wiring --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            self.zk.watch_children(Paths.domains, self._on_domain_list)
+            await asyncio.Event().wait()
+
+    def on_libvirt_event(self, uuid: str, event: int, detail: int) -> None:
+        if event in (EVENT_STOPPED, EVENT_CRASHED):
+            waiter = self._stopped.get(uuid)
+            if waiter and not waiter.done():
+                waiter.set_result(detail)
+            if uuid in self._expect_stop:
+                self._expect_stop.discard(uuid)
+            elif event == EVENT_STOPPED and detail == STOPPED_MIGRATED:
+                pass
+            else:
+                dom = self.records.get(uuid)
+                if dom and dom.node == self.me and dom.state in ("start", "migrate"):
+                    self._unexpected[uuid] = unexpected_stop(2 if event == EVENT_CRASHED else detail)
+            self._notify("leave", uuid)
+        elif event == EVENT_STARTED:
+            self._notify("arrive", uuid)
+        self._presence_changed()
+        self.kick(uuid)
+
+    def _notify(self, what: str, uuid: str) -> None:
+        for cb in self.on_arrive if what == "arrive" else self.on_leave:
+            cb(uuid)
+
+    def _presence_changed(self) -> None:
+        presence = self.ctx.services.get("presence")
+        if presence:
+            presence.poke()
+
+    def _on_domain_list(self, uuids: list[str] | None) -> None:
+        current = set(uuids or ())
+        for uuid in list(self._watches):
+            if uuid not in current:
+                self._watches.pop(uuid).cancel()
+                self.records.pop(uuid, None)
+        for uuid in current - self._watches.keys():
+            self._watches[uuid] = self.zk.watch_data(
+                Paths.domain(uuid), lambda data, version, u=uuid: self._on_record(u, data)
+            )
+
+    def _on_record(self, uuid: str, data: bytes | None) -> None:
+        if data is None:
+            self.records.pop(uuid, None)
+            return
+        try:
+            self.records[uuid] = Domain.decode(data)
+        except msgspec.DecodeError as exc:
+            self.log.error("bad_domain_record", vm=uuid, error=str(exc))
+            return
+        event = self._changed.get(uuid)
+        if event:
+            event.set()
+        self.kick(uuid)
+
+    def kick(self, uuid: str) -> None:
+        self._dirty.add(uuid)
+        if uuid not in self._workers and self._tg is not None:
+            self._workers[uuid] = self._tg.create_task(self._worker(uuid), name=f"vm:{uuid}")
+
+    async def _worker(self, uuid: str) -> None:
+        try:
+            while uuid in self._dirty:
+                self._dirty.discard(uuid)
+                try:
+                    await self._reconcile(uuid)
+                except (Unavailable, LibvirtError) as exc:
+                    self.log.warning("reconcile_retry", vm=uuid, error=str(exc))
+                    self._dirty.add(uuid)
+                    await asyncio.sleep(0.5)
+                except Exception:  # one VM's trouble must not take the node down
+                    self.log.exception("reconcile_failed", vm=uuid)
+        finally:
+            self._workers.pop(uuid, None)
+
+    # -- deciding ------------------------------------------------------------------------------
+
+    async def _reconcile(self, uuid: str) -> None:
+        if uuid in self._unexpected:
+            state, reason = self._unexpected.pop(uuid)
+            await self._record_unexpected_stop(uuid, state, reason)
+        dom = self.records.get(uuid)
+        if dom is None:
+            return
+        running = self.host.is_running(uuid)
+        step = decide(dom, self.me, running)
+        if step is Step.NOTHING:
+            return
+        log = self.log.bind(vm=dom.name, step=step.value)
+        if step is Step.FOREIGN:
+            if uuid not in self._foreign_logged:
+                self._foreign_logged.add(uuid)
+                log.warning("vm_running_here_but_assigned_elsewhere", assigned=dom.node)
+            return
+        log.info("vm_step", state=dom.state)
+        await getattr(self, f"_do_{step.value}")(dom)
+
+    async def _update(self, uuid: str, change) -> Domain | None:
+        try:
+            result = await store.update_domain(self.zk, uuid, change)
+        except PvcError as exc:
+            if "unknown VM" in str(exc):
+                return None
+            raise
+        if result is None:
+            return None
+        self.records[uuid] = result[0]
+        return result[0]
+
+    async def _record_unexpected_stop(self, uuid: str, state: str, reason: str) -> None:
+        self.log.warning("vm_stopped_unexpectedly", vm=uuid, reason=reason)
+
+        def change(d: Domain) -> Domain | None:
+            if d.node != self.me or d.state not in ("start", "migrate") or self.host.is_running(uuid):
+                return None
+            return _replace(d, state=state, failed_reason=reason, libvirt_state="shutoff", target_node="")
+
+        await self._update(uuid, change)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    async def _do_start(self, dom: Domain) -> None:
+        try:
+            xml = await store.read_xml(self.zk, dom.uuid)
+            self.host.start(xml)
+        except (LibvirtError, PvcError, OSError) as exc:
+            if isinstance(exc, Unavailable):
+                raise
+            reason = f"start failed on {self.me}: {exc}"
+            self.log.error("vm_start_failed", vm=dom.name, error=str(exc))
+            await self._update(dom.uuid, lambda d: _replace(d, state="fail", failed_reason=reason, libvirt_state="shutoff")
+                               if d.node == self.me and d.state in ("start", "restart", "migrate") else None)
+            return
+        self._notify("arrive", dom.uuid)
+        await self._do_record_running(dom)
+
+    async def _do_record_running(self, dom: Domain) -> None:
+        def change(d: Domain) -> Domain | None:
+            if d.node != self.me or d.state not in ("start", "restart", "migrate"):
+                return None
+            return _replace(d, state="start", libvirt_state=self.host.state(d.uuid), failed_reason="", target_node="")
+
+        await self._update(dom.uuid, change)
+
+    async def _do_record_stopped(self, dom: Domain) -> None:
+        def change(d: Domain) -> Domain | None:
+            if d.node != self.me or self.host.is_running(d.uuid):
+                return None
+            return _replace(d, state="stop" if d.state == "shutdown" else d.state, libvirt_state="shutoff")
+
+        await self._update(dom.uuid, change)
+
+    async def _do_destroy(self, dom: Domain) -> None:
+        self._expect_stop.add(dom.uuid)
+        self.host.destroy(dom.uuid)
+        await self._do_record_stopped(dom)
+
+    async def _graceful_stop(self, dom: Domain, still_wanted) -> bool:
+        """Shut the guest down; apply the timeout policy. False if it is left running.
+
+        Returns early (forcing it off) when the operator changes the request meanwhile to stop."""
+        cfg = self.ctx.config.vm
+        uuid = dom.uuid
+        stopped = asyncio.get_running_loop().create_future()
+        self._stopped[uuid] = stopped
+        changed = self._changed.setdefault(uuid, asyncio.Event())
+        self._expect_stop.add(uuid)
+        deadline = time.monotonic() + cfg.shutdown_timeout
+        try:
+            self.host.shutdown(uuid)
+            while self.host.is_running(uuid):
+                changed.clear()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                wait_changed = asyncio.ensure_future(changed.wait())
+                await asyncio.wait([stopped, wait_changed], timeout=min(remaining, 1.0),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                wait_changed.cancel()
+                if not still_wanted(self.records.get(uuid)):
+                    self.log.info("vm_shutdown_overridden", vm=dom.name)
+                    self.host.destroy(uuid)
+            if not self.host.is_running(uuid):
+                return True
+            if cfg.shutdown_timeout_policy == "stop":
+                self.log.warning("vm_shutdown_timeout_forcing_off", vm=dom.name, timeout=cfg.shutdown_timeout)
+                self.host.destroy(uuid)
+                return True
+            self._expect_stop.discard(uuid)
+            reason = f"shutdown timed out after {cfg.shutdown_timeout:g} s; left running (policy abort)"
+            self.log.warning("vm_shutdown_timeout_left_running", vm=dom.name)
+            await self._update(uuid, lambda d: _replace(d, state="start", failed_reason=reason, target_node="")
+                               if d.node == self.me else None)
+            return False
+        finally:
+            self._stopped.pop(uuid, None)
+
+    async def _do_shutdown(self, dom: Domain) -> None:
+        if await self._graceful_stop(dom, lambda d: d is not None and d.state == "shutdown"):
+            await self._do_record_stopped(dom)
+
+    async def _do_disable(self, dom: Domain) -> None:
+        if await self._graceful_stop(dom, lambda d: d is not None and d.state == "disable"):
+            await self._do_record_stopped(dom)
+
+    async def _do_restart(self, dom: Domain) -> None:
+        if await self._graceful_stop(dom, lambda d: d is not None and d.state == "restart"):
+            current = self.records.get(dom.uuid)
+            if current and current.state == "restart" and current.node == self.me:
+                await self._do_start(current)
+
+    async def _do_hand_over(self, dom: Domain) -> None:
+        """A migration was asked for but the VM is not running here: reassign; the target starts it."""
+        await self._update(dom.uuid, lambda d: _replace(d, node=d.target_node, target_node="", state="start",
+                                                        libvirt_state="shutoff")
+                           if d.node == self.me and d.state == "migrate" and d.target_node else None)
+
+    async def _do_migrate(self, dom: Domain) -> None:
+        target = await self.target_info(dom.target_node)
+        if (dom.migration_method or "live") == "live" and target and target.migration_uri:
+            if await self._migrate_live(dom, target):
+                return
+        await self._migrate_by_shutdown(dom)
+
+    async def _migrate_live(self, dom: Domain, target: NodeInfo) -> bool:
+        """Try a live migration; whatever happens, ask libvirt where the domain runs before writing."""
+        uuid = dom.uuid
+        self._expect_stop.add(uuid)
+        try:
+            await self.host.migrate_live(uuid, target.migration_uri, target.migration_address)
+        except LibvirtError as exc:
+            self.log.info("vm_live_migration_failed", vm=dom.name, target=target.name, error=str(exc))
+        if self.host.is_running(uuid):
+            self._expect_stop.discard(uuid)
+            return False  # still here: fall back to a shutdown migration
+        # Gone from here: a live migration that reported failure may still have completed.
+        there = LibvirtHost.remote_is_running(target.migration_uri, uuid)
+        self._notify("leave", uuid)
+        if there:
+            await self._update(uuid, lambda d: _replace(d, node=target.name, target_node="", state="start",
+                                                        libvirt_state="running", failed_reason="")
+                               if d.node == self.me else None)
+        else:
+            reason = f"lost during migration to {target.name}: running on neither node"
+            await self._update(uuid, lambda d: _replace(d, state="fail", target_node="", failed_reason=reason,
+                                                        libvirt_state="shutoff") if d.node == self.me else None)
+        return True
+
+    async def _migrate_by_shutdown(self, dom: Domain) -> bool:
+        """Clean shutdown here, then hand over: the target's daemon starts it. Never runs twice:
+        the record names the target only once libvirt here says the domain is off."""
+        wanted = lambda d: d is not None and d.state == "migrate" and d.target_node == dom.target_node  # noqa: E731
+        if not await self._graceful_stop(dom, wanted):
+            return False
+        await self._do_hand_over(dom)
+        return True
+
+    async def target_info(self, node: str) -> NodeInfo | None:
+        try:
+            data, _ = await self.zk.get(Paths.node(node))
+            return NodeInfo.decode(data)
+        except NoNode:
+            return None

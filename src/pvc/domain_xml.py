@@ -1,0 +1,85 @@
+"""Reading what pvc needs from a libvirt domain XML (pure)."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from pvc.errors import InvalidInput
+
+_MIB = {
+    "b": 1 / 2**20, "bytes": 1 / 2**20,
+    "kb": 1000 / 2**20, "k": 1 / 1024, "kib": 1 / 1024,
+    "mb": 10**6 / 2**20, "m": 1, "mib": 1,
+    "gb": 10**9 / 2**20, "g": 1024, "gib": 1024,
+    "tb": 10**12 / 2**20, "t": 2**20, "tib": 2**20,
+}
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    name: str
+    uuid: str
+    memory_mib: int
+    vcpus: int
+    console_log_file: str
+
+
+def parse_domain_xml(xml: str) -> DomainSpec:
+    """Validate a domain XML; raise InvalidInput with one line saying what is wrong."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise InvalidInput(f"malformed domain XML: {exc}") from None
+    if root.tag != "domain":
+        raise InvalidInput(f"not a libvirt domain XML: root element is <{root.tag}>, expected <domain>")
+    name = (root.findtext("name") or "").strip()
+    if not name:
+        raise InvalidInput("domain XML has no <name>")
+    if "/" in name or name.startswith("."):
+        raise InvalidInput(f"domain name {name!r} is not usable as a VM name")
+    raw_uuid = (root.findtext("uuid") or "").strip()
+    if not raw_uuid:
+        raise InvalidInput("domain XML has no <uuid>")
+    try:
+        uuid = str(uuidlib.UUID(raw_uuid))
+    except ValueError:
+        raise InvalidInput(f"domain XML has an invalid <uuid>: {raw_uuid!r}") from None
+    return DomainSpec(
+        name=name,
+        uuid=uuid,
+        memory_mib=_memory_mib(root),
+        vcpus=_int(root.findtext("vcpu") or "1", "vcpu"),
+        console_log_file=_serial_log(root),
+    )
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise InvalidInput(f"domain XML has an invalid <{what}>: {text.strip()!r}") from None
+    if value < 0:
+        raise InvalidInput(f"domain XML has a negative <{what}>")
+    return value
+
+
+def _memory_mib(root: ET.Element) -> int:
+    element = root.find("memory")
+    if element is None:
+        element = root.find("currentMemory")
+    if element is None:
+        raise InvalidInput("domain XML has no <memory>")
+    unit = element.get("unit", "KiB").lower()
+    if unit not in _MIB:
+        raise InvalidInput(f"domain XML <memory> has an unknown unit {unit!r}")
+    return max(1, round(_int(element.text or "", "memory") * _MIB[unit]))
+
+
+def _serial_log(root: ET.Element) -> str:
+    for device in ("serial", "console"):
+        for element in root.iterfind(f"devices/{device}/log"):
+            if element.get("file"):
+                return element.get("file", "")
+    return ""

@@ -1,0 +1,216 @@
+"""The local libvirt, as the daemon sees it: the source of truth for what runs on this node.
+
+Thin: every call maps 1:1 to libvirt. Quick calls run on the loop (sub-millisecond on a local
+socket); migration, which blocks for seconds, runs in a thread. Lifecycle events arrive on the
+loop through libvirtaio. VMs are started as transient domains (ZooKeeper holds the definition),
+so "defined in libvirt" means "running or paused on this node".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import libvirt
+import libvirtaio
+
+from pvc.errors import Unavailable
+
+libvirt.registerErrorHandler(lambda *_: None, None)
+
+_STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "running",  # shutting down, still running
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "paused",
+}
+
+EVENT_STARTED = libvirt.VIR_DOMAIN_EVENT_STARTED
+EVENT_STOPPED = libvirt.VIR_DOMAIN_EVENT_STOPPED
+EVENT_CRASHED = libvirt.VIR_DOMAIN_EVENT_CRASHED
+STOPPED_MIGRATED = libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED
+
+# (uuid, event, detail)
+EventCallback = Callable[[str, int, int], None]
+
+_event_impl_loop: asyncio.AbstractEventLoop | None = None
+
+
+class LibvirtError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class HostStats:
+    memory_total_mib: int
+    memory_free_mib: int
+    cpus: int
+
+
+class LibvirtHost:
+    def __init__(self, uri: str, on_event: EventCallback, log: Callable[..., None] | None = None) -> None:
+        self.uri = uri
+        self._on_event = on_event
+        self._log = log or (lambda event, **kw: None)
+        self._conn: libvirt.virConnect | None = None
+        self.reconnected = asyncio.Event()
+
+    def open(self) -> None:
+        global _event_impl_loop
+        loop = asyncio.get_running_loop()
+        if _event_impl_loop is not loop:
+            libvirtaio.virEventRegisterAsyncIOImpl(loop=loop)
+            _event_impl_loop = loop
+        try:
+            conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            raise Unavailable(f"libvirt at {self.uri} is unreachable: {exc.get_error_message()}") from None
+        conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._event, None)
+        try:
+            conn.setKeepAlive(5, 3)
+        except libvirt.libvirtError:
+            pass  # local drivers have no keepalive
+        conn.registerCloseCallback(self._closed, None)
+        self._conn = conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.unregisterCloseCallback()
+                self._conn.close()
+            except libvirt.libvirtError:
+                pass
+            self._conn = None
+
+    def _event(self, _conn, dom, event: int, detail: int, _opaque) -> None:
+        self._on_event(dom.UUIDString(), event, detail)
+
+    def _closed(self, _conn, reason: int, _opaque) -> None:
+        self._log("libvirt_connection_closed", uri=self.uri, reason=reason)
+        self._conn = None
+        self.reconnected.clear()
+
+    async def keep_connected(self) -> None:
+        """Reopen the connection whenever libvirtd goes away (restart, crash)."""
+        while True:
+            if self._conn is None:
+                try:
+                    self.open()
+                    self._log("libvirt_reconnected", uri=self.uri)
+                    self.reconnected.set()
+                except Unavailable:
+                    await asyncio.sleep(1)
+                    continue
+            await asyncio.sleep(1)
+
+    @property
+    def conn(self) -> libvirt.virConnect:
+        if self._conn is None:
+            raise Unavailable(f"libvirt at {self.uri} is not connected")
+        return self._conn
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def active_domains(self) -> dict[str, str]:
+        """uuid -> state name of every domain running (or paused) here."""
+        try:
+            doms = self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            return {d.UUIDString(): _STATE_NAMES.get(d.state()[0], "running") for d in doms}
+        except libvirt.libvirtError as exc:
+            raise LibvirtError(exc.get_error_message()) from None
+
+    def state(self, uuid: str) -> str:
+        """running | paused | shutoff | crashed; shutoff when libvirt does not know the domain."""
+        try:
+            dom = self.conn.lookupByUUIDString(uuid)
+            return _STATE_NAMES.get(dom.state()[0], "running")
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return "shutoff"
+            raise LibvirtError(exc.get_error_message()) from None
+
+    def is_running(self, uuid: str) -> bool:
+        return self.state(uuid) in ("running", "paused")
+
+    def stats(self) -> HostStats:
+        info = self.conn.getInfo()
+        return HostStats(
+            memory_total_mib=int(info[1]),
+            memory_free_mib=int(self.conn.getFreeMemory() // 2**20),
+            cpus=int(info[2]),
+        )
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except libvirt.libvirtError as exc:
+            raise LibvirtError(exc.get_error_message()) from None
+
+    def start(self, xml: str) -> None:
+        self._prepare_serial_log(xml)
+        self._call(self.conn.createXML, xml, 0)
+
+    def destroy(self, uuid: str) -> None:
+        try:
+            self.conn.lookupByUUIDString(uuid).destroy()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+                return  # already gone
+            raise LibvirtError(exc.get_error_message()) from None
+
+    def shutdown(self, uuid: str) -> None:
+        try:
+            self.conn.lookupByUUIDString(uuid).shutdown()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+                return
+            raise LibvirtError(exc.get_error_message()) from None
+
+    async def migrate_live(self, uuid: str, dest_uri: str, migration_address: str) -> None:
+        """Live-migrate to another libvirt; blocks for seconds, so it runs in a thread."""
+
+        def run() -> None:
+            dest = libvirt.open(dest_uri)
+            try:
+                dom = self.conn.lookupByUUIDString(uuid)
+                flags = libvirt.VIR_MIGRATE_LIVE
+                dom.migrate(dest, flags, None, migration_address or None, 0)
+            finally:
+                dest.close()
+
+        try:
+            await asyncio.to_thread(run)
+        except libvirt.libvirtError as exc:
+            raise LibvirtError(exc.get_error_message()) from None
+
+    @staticmethod
+    def _prepare_serial_log(xml: str) -> None:
+        # libvirt (QEMU) will not create the log's directory.
+        from pvc.domain_xml import parse_domain_xml
+
+        path = parse_domain_xml(xml).console_log_file
+        if path:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+
+    @staticmethod
+    def remote_is_running(uri: str, uuid: str) -> bool:
+        """Ask another node's libvirt whether it runs a domain (the truth after a failed migration)."""
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise LibvirtError(f"cannot reach {uri}: {exc.get_error_message()}") from None
+        try:
+            dom = conn.lookupByUUIDString(uuid)
+            return bool(dom.isActive())
+        except libvirt.libvirtError:
+            return False
+        finally:
+            conn.close()

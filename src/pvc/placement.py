@@ -1,0 +1,94 @@
+"""Choosing a node for a VM (pure).
+
+Selectors, as operators of the original system know them:
+  mem      most memory left after the VMs assigned to a node are allocated
+  memfree  most memory actually free right now
+  load     lowest load average
+  vcpus    fewest vCPUs allocated
+  vms      fewest VMs
+Ties are broken by node name, so the same cluster state always gives the same answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pvc.errors import Conflict, InvalidInput, NotFound
+from pvc.schema import SELECTORS
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    daemon_state: str
+    domain_state: str
+    memory_total_mib: int
+    memory_free_mib: int
+    memory_allocated_mib: int
+    vcpus_allocated: int
+    load: float
+    domains_count: int
+
+    @property
+    def memory_available_mib(self) -> int:
+        return self.memory_total_mib - self.memory_allocated_mib
+
+
+_SCORE = {
+    "mem": lambda c: -c.memory_available_mib,
+    "memfree": lambda c: -c.memory_free_mib,
+    "load": lambda c: c.load,
+    "vcpus": lambda c: c.vcpus_allocated,
+    "vms": lambda c: c.domains_count,
+}
+
+
+def check_selector(selector: str) -> str:
+    if selector not in SELECTORS:
+        raise InvalidInput(f"unknown selector {selector!r}; choose one of {', '.join(SELECTORS)}")
+    return selector
+
+
+def refusal(c: Candidate, memory_mib: int) -> str:
+    """Why a node cannot take a VM of this size, or "" if it can."""
+    if c.daemon_state != "run":
+        return f"node {c.name} is not running (daemon_state {c.daemon_state})"
+    if c.domain_state != "ready":
+        return f"node {c.name} is not ready (domain_state {c.domain_state})"
+    if c.memory_available_mib < memory_mib:
+        return (
+            f"node {c.name} has not enough free memory ({c.memory_available_mib} MiB available, "
+            f"{memory_mib} MiB needed)"
+        )
+    return ""
+
+
+def choose_node(
+    nodes: list[Candidate],
+    *,
+    selector: str,
+    memory_mib: int,
+    exclude: str = "",
+    node_limit: list[str] | None = None,
+    target: str = "",
+) -> str:
+    """The node a VM should go to; raises a Conflict/NotFound explaining why none can take it."""
+    by_name = {c.name: c for c in nodes}
+    if target:
+        if target not in by_name:
+            raise NotFound(f"unknown node {target!r}")
+        if target == exclude:
+            raise Conflict(f"VM is already on node {target}")
+        why = refusal(by_name[target], memory_mib)
+        if why:
+            raise Conflict(why)
+        return target
+    check_selector(selector)
+    eligible = [
+        c for c in nodes
+        if c.name != exclude and (not node_limit or c.name in node_limit) and not refusal(c, memory_mib)
+    ]
+    if not eligible:
+        scope = f" among {', '.join(node_limit)}" if node_limit else ""
+        raise Conflict(f"no eligible target node{scope} (running, ready, with {memory_mib} MiB free)")
+    return min(eligible, key=lambda c: (_SCORE[selector](c), c.name)).name

@@ -1,0 +1,64 @@
+"""What a node's daemon should do about one VM (pure).
+
+Given the VM's record and whether libvirt on this node runs it, decide the single next step.
+The daemon executes it and records the outcome, which triggers the next decision.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pvc.schema import Domain
+
+
+class Step(Enum):
+    NOTHING = "nothing"
+    START = "start"                  # not running here, should be
+    DESTROY = "destroy"              # stop: force off
+    SHUTDOWN = "shutdown"            # graceful, then the timeout policy; then state stop
+    DISABLE = "disable"              # graceful like shutdown, state stays disable
+    RESTART = "restart"              # shutdown then start
+    MIGRATE = "migrate"              # move to target_node (live, else by shutdown)
+    HAND_OVER = "hand_over"          # migrate requested but not running here: just reassign
+    RECORD_RUNNING = "record_running"    # libvirt_state in the record says otherwise
+    RECORD_STOPPED = "record_stopped"    # state=shutdown already off -> stop; libvirt_state shutoff
+    FOREIGN = "foreign"              # runs here but is assigned elsewhere: report, never kill
+
+
+def decide(dom: Domain, me: str, running_here: bool) -> Step:
+    if dom.node != me:
+        if running_here and not (dom.state == "migrate" and dom.target_node == me):
+            return Step.FOREIGN
+        return Step.NOTHING
+    state = dom.state
+    if state == "start":
+        if not running_here:
+            return Step.START
+        return Step.NOTHING if dom.libvirt_state == "running" else Step.RECORD_RUNNING
+    if state == "restart":
+        return Step.RESTART if running_here else Step.START
+    if state == "migrate":
+        if dom.target_node and dom.target_node != me:
+            return Step.MIGRATE if running_here else Step.HAND_OVER
+        return Step.START if not running_here else Step.RECORD_RUNNING
+    if state in ("stop", "shutdown", "disable", "fail"):
+        if running_here:
+            return {"stop": Step.DESTROY, "shutdown": Step.SHUTDOWN, "disable": Step.DISABLE, "fail": Step.DESTROY}[state]
+        if state == "shutdown" or dom.libvirt_state != "shutoff":
+            return Step.RECORD_STOPPED
+    return Step.NOTHING
+
+
+# libvirt STOPPED/CRASHED event details -> (new state, reason) for a VM that stopped by itself.
+STOP_REASONS = {
+    0: ("stop", "guest shut down by itself"),
+    1: ("stop", "destroyed outside pvc"),
+    2: ("fail", "crashed"),
+    4: ("stop", "saved outside pvc"),
+    5: ("fail", "failed (hypervisor error)"),
+    6: ("stop", "stopped from a snapshot outside pvc"),
+}
+
+
+def unexpected_stop(detail: int) -> tuple[str, str]:
+    return STOP_REASONS.get(detail, ("stop", f"stopped outside pvc (libvirt detail {detail})"))

@@ -1,0 +1,141 @@
+"""The cluster state layout in ZooKeeper: paths and typed records (documented in docs/schema.md).
+
+One compact JSON record per VM (``/domains/<uuid>``) holds everything a listing needs, including the
+often-watched state, so listing 10,000 VMs is 10,000 reads; the large fields (XML, console log) live
+in child keys of their own. Node facts that change at different rates live in separate keys.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+VM_STATES = ("start", "restart", "shutdown", "stop", "disable", "migrate", "fail")
+NODE_DAEMON_STATES = ("init", "run", "shutdown", "stop", "dead", "fenced")
+NODE_DOMAIN_STATES = ("ready", "flush", "flushed", "unflush")
+COORDINATOR_STATES = ("client", "primary", "secondary", "takeover", "relinquish")
+SELECTORS = ("mem", "memfree", "load", "vcpus", "vms")
+MIGRATION_METHODS = ("live", "shutdown")
+
+
+class Record(msgspec.Struct, kw_only=True, omit_defaults=False):
+    def encode(self) -> bytes:
+        return _encoder.encode(self)
+
+    @classmethod
+    def decode(cls, data: bytes):
+        return msgspec.json.decode(data, type=cls)
+
+
+class Domain(Record):
+    """``/domains/<uuid>``: one VM. ``state`` is the intent an operator set (and the daemons move
+    along: shutdown -> stop, restart -> start, migrate -> start); ``libvirt_state`` is what the
+    node's daemon last saw libvirt report."""
+
+    uuid: str
+    name: str
+    state: str = "stop"
+    node: str = ""
+    previous_node: str = ""
+    failed_reason: str = ""
+    # While state is "migrate": where to, and whether the move is permanent or a return home.
+    target_node: str = ""
+    libvirt_state: str = "shutoff"
+    memory_mib: int = 0
+    vcpus: int = 0
+    # Placement meta
+    node_limit: list[str] = []
+    selector: str = ""
+    autostart: bool = False
+    migration_method: str = ""
+    console_log_file: str = ""
+
+
+class NodeInfo(Record):
+    """``/nodes/<name>``: facts written once at daemon start."""
+
+    name: str
+    daemon_mode: str = "hypervisor"
+    libvirt_uri: str = ""
+    migration_uri: str = ""
+    migration_address: str = ""
+    console_log_directory: str = ""
+    pvc_version: str = ""
+    cpu_count: int = 0
+    arch: str = ""
+    kernel: str = ""
+
+
+class Keepalive(Record):
+    """``/nodes/<name>/keepalive``: resource stats, rewritten every keepalive interval."""
+
+    time: float = 0.0
+    memory_total_mib: int = 0
+    memory_used_mib: int = 0
+    memory_free_mib: int = 0
+    memory_allocated_mib: int = 0
+    vcpus_total: int = 0
+    vcpus_allocated: int = 0
+    load: float = 0.0
+    domains_count: int = 0
+    running_domains: list[str] = []
+
+
+_encoder = msgspec.json.Encoder()
+
+
+class Paths:
+    schema_version = "/schema/version"
+    config = "/config"
+    primary_node = "/config/primary_node"
+    maintenance = "/config/maintenance"
+    migration_selector = "/config/migration_selector"
+    locks = "/locks"
+    flush_lock = "/locks/flush"
+    nodes = "/nodes"
+    domains = "/domains"
+    domain_names = "/domain_names"
+    networks = "/networks"
+
+    @staticmethod
+    def node(name: str) -> str:
+        return f"/nodes/{name}"
+
+    @staticmethod
+    def node_key(name: str, key: str) -> str:
+        # key: alive | daemon_state | domain_state | coordinator_state | keepalive
+        return f"/nodes/{name}/{key}"
+
+    @staticmethod
+    def domain(uuid: str) -> str:
+        return f"/domains/{uuid}"
+
+    @staticmethod
+    def domain_xml(uuid: str) -> str:
+        return f"/domains/{uuid}/xml"
+
+    @staticmethod
+    def domain_console_log(uuid: str) -> str:
+        return f"/domains/{uuid}/console_log"
+
+    @staticmethod
+    def domain_name(name: str) -> str:
+        return f"/domain_names/{name}"
+
+
+# What `pvc init` creates, with initial data.
+LAYOUT: dict[str, bytes] = {
+    "/schema": b"",
+    Paths.schema_version: str(SCHEMA_VERSION).encode(),
+    Paths.config: b"",
+    Paths.primary_node: b"",
+    Paths.maintenance: b"false",
+    Paths.migration_selector: b"mem",
+    Paths.locks: b"",
+    Paths.flush_lock: b"",
+    Paths.nodes: b"",
+    Paths.domains: b"",
+    Paths.domain_names: b"",
+    Paths.networks: b"",
+}

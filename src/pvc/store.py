@@ -1,0 +1,301 @@
+"""Typed reads and writes of the cluster state, shared by the CLI and the daemons."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from pvc import placement
+from pvc.domain_xml import DomainSpec
+from pvc.errors import Conflict, InvalidInput, NotFound, PvcError
+from pvc.schema import LAYOUT, SCHEMA_VERSION, Domain, Keepalive, NodeInfo, Paths
+from pvc.zk import ZK, BadVersion, NodeExists, NoNode
+
+NODE_KEYS = ("alive", "daemon_state", "domain_state", "coordinator_state", "keepalive")
+
+
+# -- schema ----------------------------------------------------------------------------------------
+
+
+async def init_cluster(zk: ZK) -> bool:
+    """Create the layout; True if it was created, False if it existed already."""
+    existing = await zk.get_data(Paths.schema_version)
+    if existing is not None:
+        if existing.decode() != str(SCHEMA_VERSION):
+            raise Conflict(f"cluster has schema version {existing.decode()}, this pvc writes {SCHEMA_VERSION}")
+        return False
+    for path, data in LAYOUT.items():
+        if path == Paths.schema_version:
+            continue
+        try:
+            await zk.create(path, data)
+        except NodeExists:
+            pass
+    # The version key goes last: its presence means the layout is complete.
+    await zk.create(Paths.schema_version, LAYOUT[Paths.schema_version])
+    return True
+
+
+async def check_schema(zk: ZK) -> None:
+    version = await zk.get_data(Paths.schema_version)
+    if version is None:
+        raise NotFound("the cluster is not initialised: run `pvc init`")
+    if version.decode() != str(SCHEMA_VERSION):
+        raise Conflict(f"cluster has schema version {version.decode()}, this pvc understands {SCHEMA_VERSION}")
+
+
+# -- nodes -----------------------------------------------------------------------------------------
+
+
+class NodeView(msgspec.Struct, kw_only=True):
+    """A node as `pvc node list/info -o json` shows it (documented in docs/schema.md)."""
+
+    name: str
+    daemon_mode: str
+    daemon_state: str
+    coordinator_state: str
+    domain_state: str
+    domains_count: int
+    running_domains: list[str]
+    memory_total_mib: int
+    memory_used_mib: int
+    memory_free_mib: int
+    memory_allocated_mib: int
+    vcpus_total: int
+    vcpus_allocated: int
+    load: float
+    keepalive_time: float
+    libvirt_uri: str
+    migration_uri: str
+    console_log_directory: str
+    pvc_version: str
+
+    def candidate(self) -> placement.Candidate:
+        return placement.Candidate(
+            name=self.name,
+            daemon_state=self.daemon_state,
+            domain_state=self.domain_state,
+            memory_total_mib=self.memory_total_mib,
+            memory_free_mib=self.memory_free_mib,
+            memory_allocated_mib=self.memory_allocated_mib,
+            vcpus_allocated=self.vcpus_allocated,
+            load=self.load,
+            domains_count=self.domains_count,
+        )
+
+
+def effective_daemon_state(stored: str, alive: bool) -> str:
+    """A daemon that claims to be up but whose session is gone is dead."""
+    if not alive and stored in ("init", "run", "shutdown"):
+        return "dead"
+    return stored or "dead"
+
+
+def _node_view(name: str, info: bytes | None, keys: list[bytes | None]) -> NodeView:
+    alive, daemon_state, domain_state, coordinator_state, keepalive = keys
+    meta = NodeInfo.decode(info) if info else NodeInfo(name=name)
+    ka = Keepalive.decode(keepalive) if keepalive else Keepalive()
+    return NodeView(
+        name=name,
+        daemon_mode=meta.daemon_mode,
+        daemon_state=effective_daemon_state((daemon_state or b"").decode(), alive is not None),
+        coordinator_state=(coordinator_state or b"client").decode(),
+        domain_state=(domain_state or b"ready").decode(),
+        domains_count=ka.domains_count,
+        running_domains=ka.running_domains,
+        memory_total_mib=ka.memory_total_mib,
+        memory_used_mib=ka.memory_used_mib,
+        memory_free_mib=ka.memory_free_mib,
+        memory_allocated_mib=ka.memory_allocated_mib,
+        vcpus_total=ka.vcpus_total,
+        vcpus_allocated=ka.vcpus_allocated,
+        load=ka.load,
+        keepalive_time=ka.time,
+        libvirt_uri=meta.libvirt_uri,
+        migration_uri=meta.migration_uri,
+        console_log_directory=meta.console_log_directory,
+        pvc_version=meta.pvc_version,
+    )
+
+
+async def node_names(zk: ZK) -> list[str]:
+    return sorted(await zk.children(Paths.nodes))
+
+
+async def list_nodes(zk: ZK, names: list[str] | None = None) -> list[NodeView]:
+    names = names if names is not None else await node_names(zk)
+    paths = []
+    for name in names:
+        paths.append(Paths.node(name))
+        paths.extend(Paths.node_key(name, k) for k in NODE_KEYS)
+    values = await zk.get_many(paths)
+    step = 1 + len(NODE_KEYS)
+    views = []
+    for i, name in enumerate(names):
+        chunk = values[i * step : (i + 1) * step]
+        if chunk[0] is None:
+            continue
+        views.append(_node_view(name, chunk[0], chunk[1:]))
+    return views
+
+
+async def get_node(zk: ZK, name: str) -> NodeView:
+    views = await list_nodes(zk, [name])
+    if not views:
+        raise NotFound(f"unknown node {name!r}")
+    return views[0]
+
+
+# -- domains ---------------------------------------------------------------------------------------
+
+
+async def resolve_domain(zk: ZK, ref: str) -> str:
+    """The UUID of a VM named by name or UUID."""
+    try:
+        as_uuid = str(uuidlib.UUID(ref))
+    except ValueError:
+        as_uuid = ""
+    if as_uuid and await zk.exists(Paths.domain(as_uuid)):
+        return as_uuid
+    if "/" not in ref:
+        found = await zk.get_data(Paths.domain_name(ref))
+        if found:
+            return found.decode()
+    raise NotFound(f"unknown VM {ref!r}")
+
+
+async def read_domain(zk: ZK, uuid: str) -> tuple[Domain, int]:
+    try:
+        data, version = await zk.get(Paths.domain(uuid))
+    except NoNode:
+        raise NotFound(f"unknown VM {uuid!r}") from None
+    return Domain.decode(data), version
+
+
+async def list_domains(zk: ZK) -> list[Domain]:
+    uuids = await zk.children(Paths.domains)
+    values = await zk.get_many(Paths.domain(u) for u in uuids)
+    return [Domain.decode(v) for v in values if v]
+
+
+async def update_domain(
+    zk: ZK, uuid: str, change: Callable[[Domain], Domain | None], attempts: int = 50
+) -> tuple[Domain, int] | None:
+    """Read-modify-write a domain record with its version (no lost updates between CLI and daemons).
+
+    ``change`` returns the new record, or None to leave it alone. Returns (record, new version)."""
+    for _ in range(attempts):
+        dom, version = await read_domain(zk, uuid)
+        new = change(dom)
+        if new is None:
+            return None
+        try:
+            return new, await zk.set(Paths.domain(uuid), new.encode(), version)
+        except BadVersion:
+            await asyncio.sleep(0)
+    raise Conflict(f"VM {uuid} is being changed concurrently; try again")
+
+
+async def read_xml(zk: ZK, uuid: str) -> str:
+    data = await zk.get_data(Paths.domain_xml(uuid))
+    if data is None:
+        raise NotFound(f"unknown VM {uuid!r}")
+    return data.decode()
+
+
+@dataclass
+class Placement:
+    node: str
+    node_limit: list[str]
+    selector: str
+    autostart: bool
+    migration_method: str
+
+
+async def default_selector(zk: ZK) -> str:
+    return ((await zk.get_data(Paths.migration_selector)) or b"mem").decode() or "mem"
+
+
+async def choose_node(zk: ZK, dom: Domain, *, target: str = "", selector: str = "", exclude: str = "") -> str:
+    selector = selector or dom.selector or await default_selector(zk)
+    return placement.choose_node(
+        [n.candidate() for n in await list_nodes(zk)],
+        selector=selector,
+        memory_mib=dom.memory_mib,
+        exclude=exclude,
+        node_limit=dom.node_limit,
+        target=target,
+    )
+
+
+async def define_domain(zk: ZK, spec: DomainSpec, xml: str, *, target: str, selector: str,
+                        node_limit: list[str], autostart: bool, migration_method: str) -> Domain:
+    if selector:
+        placement.check_selector(selector)
+    dom = Domain(
+        uuid=spec.uuid, name=spec.name, memory_mib=spec.memory_mib, vcpus=spec.vcpus,
+        node_limit=node_limit, selector=selector, autostart=autostart,
+        migration_method=migration_method, console_log_file=spec.console_log_file,
+    )
+    names = await node_names(zk)
+    for n in [*node_limit, target]:
+        if n and n not in names:
+            raise NotFound(f"unknown node {n!r}")
+    if target:
+        node = target
+    else:
+        # Placement among running nodes; a define never fails for lack of a running node when
+        # the operator names one.
+        node = await choose_node(zk, dom, selector=selector)
+    dom = msgspec.structs.replace(dom, node=node)
+    try:
+        await zk.multi([
+            ("create", Paths.domain_name(spec.name), spec.uuid.encode()),
+            ("create", Paths.domain(spec.uuid), dom.encode()),
+            ("create", Paths.domain_xml(spec.uuid), xml.encode()),
+            ("create", Paths.domain_console_log(spec.uuid), b""),
+        ])
+    except NodeExists:
+        if await zk.exists(Paths.domain(spec.uuid)):
+            raise Conflict(f"a VM with UUID {spec.uuid} is already defined") from None
+        raise Conflict(f"a VM named {spec.name!r} is already defined") from None
+    return dom
+
+
+async def modify_domain(zk: ZK, uuid: str, spec: DomainSpec, xml: str) -> Domain:
+    dom, version = await read_domain(zk, uuid)
+    if spec.uuid != uuid:
+        raise InvalidInput(f"the new XML has UUID {spec.uuid}, VM {dom.name} has {uuid}")
+    new = msgspec.structs.replace(
+        dom, name=spec.name, memory_mib=spec.memory_mib, vcpus=spec.vcpus, console_log_file=spec.console_log_file
+    )
+    ops: list[tuple] = [("set", Paths.domain(uuid), new.encode(), version), ("set", Paths.domain_xml(uuid), xml.encode())]
+    if spec.name != dom.name:
+        ops += [("delete", Paths.domain_name(dom.name)), ("create", Paths.domain_name(spec.name), uuid.encode())]
+    try:
+        await zk.multi(ops)
+    except NodeExists:
+        raise Conflict(f"a VM named {spec.name!r} is already defined") from None
+    except BadVersion:
+        raise Conflict(f"VM {dom.name} changed while it was being modified; try again") from None
+    return new
+
+
+async def undefine_domain(zk: ZK, uuid: str) -> Domain:
+    dom, version = await read_domain(zk, uuid)
+    if dom.state not in ("stop", "disable", "fail") or dom.libvirt_state == "running":
+        raise Conflict(f"VM {dom.name} is {dom.state}; stop it before undefining it")
+    children = await zk.children(Paths.domain(uuid))
+    try:
+        await zk.multi([
+            *(("delete", f"{Paths.domain(uuid)}/{c}") for c in children),
+            ("delete", Paths.domain(uuid), version),
+            ("delete", Paths.domain_name(dom.name)),
+        ])
+    except (BadVersion, NoNode, PvcError):
+        raise Conflict(f"VM {dom.name} changed while it was being undefined; try again") from None
+    return dom

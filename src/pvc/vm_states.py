@@ -1,0 +1,72 @@
+"""What an operator may ask of a VM in each state (pure).
+
+``state`` in a domain record is the operator's intent; the daemons move the transient ones on
+(shutdown -> stop, restart -> start, migrate -> start). A request against a VM in a transient
+state is refused: the earlier request has not been carried out yet.
+"""
+
+from __future__ import annotations
+
+from pvc.errors import Conflict, InvalidInput
+from pvc.schema import Domain
+
+TRANSIENT = ("restart", "shutdown", "migrate")
+
+# action -> states it may be requested from
+ALLOWED_FROM = {
+    "start": ("stop", "disable", "fail"),
+    # stop also cuts short a shutdown or restart that hangs
+    "stop": ("start", "fail", "shutdown", "restart"),
+    "shutdown": ("start",),
+    "restart": ("start",),
+    "disable": ("start", "stop", "fail"),
+}
+
+ALREADY = {"start": "start", "stop": "stop", "disable": "disable"}
+
+
+def request(dom: Domain, action: str) -> Domain:
+    """Return the record with the action requested, or raise why it cannot be."""
+    if action not in ALLOWED_FROM:
+        raise InvalidInput(f"unknown VM action {action!r}")
+    if dom.state in TRANSIENT and dom.state not in ALLOWED_FROM[action]:
+        raise Conflict(f"VM {dom.name} is busy ({dom.state} in progress); try again when it finishes")
+    if ALREADY.get(action) == dom.state:
+        raise Conflict(f"VM {dom.name} is already in state {dom.state}")
+    if dom.state not in ALLOWED_FROM[action]:
+        raise Conflict(f"VM {dom.name} cannot {action} from state {dom.state}")
+    if not dom.node:
+        raise Conflict(f"VM {dom.name} has no node assigned")
+    return _with(dom, state=action, failed_reason="")
+
+
+def _with(dom: Domain, **changes) -> Domain:
+    import msgspec
+
+    return msgspec.structs.replace(dom, **changes)
+
+
+def wait_outcome(action: str, dom: Domain) -> tuple[bool, str]:
+    """For ``--wait``: (finished, error). error is "" on success."""
+    if dom.state == "fail":
+        return True, f"VM {dom.name} failed: {dom.failed_reason or 'unknown reason'}"
+    running = dom.libvirt_state == "running"
+    if action in ("start", "restart", "migrate"):
+        if dom.state == "start" and running:
+            return True, ""
+        if dom.state in ("stop", "disable"):
+            return True, f"VM {dom.name} stopped: {dom.failed_reason or 'stopped before it came up'}"
+        return False, ""
+    if action in ("stop", "shutdown"):
+        if dom.state == "stop" and not running:
+            return True, ""
+        if dom.state == "start" and dom.failed_reason:
+            return True, f"VM {dom.name} is still running: {dom.failed_reason}"
+        return False, ""
+    if action == "disable":
+        if dom.state == "disable" and not running:
+            return True, ""
+        if dom.state == "start" and dom.failed_reason:
+            return True, f"VM {dom.name} is still running: {dom.failed_reason}"
+        return False, ""
+    raise InvalidInput(f"unknown VM action {action!r}")

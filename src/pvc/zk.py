@@ -1,0 +1,350 @@
+"""The one ZooKeeper adapter every part of pvc goes through.
+
+It owns what aiozk leaves to its callers (see docs/schema.md and the notes on aiozk):
+- every request is bounded in time (aiozk hangs while the server is unreachable);
+- session loss is detected by comparing session ids, and what the session owned (ephemeral nodes
+  registered here, plus whatever owners register through ``on_session_renewed``) is re-created;
+- watches are re-armed one-shot watches of our own (aiozk's DataWatcher mutates class state and
+  hands the NoNode class to callbacks);
+- failed transactions raise instead of returning a falsy result;
+- aiozk's noisy disconnect tracebacks are silenced; we log session changes ourselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import aiozk
+import aiozk.session
+from aiozk import exc, protocol
+from aiozk.states import States
+
+from pvc.errors import Unavailable
+
+# Exceptions callers may catch without importing aiozk.
+NoNode = exc.NoNode
+NodeExists = exc.NodeExists
+BadVersion = exc.BadVersion
+NotEmpty = exc.NotEmpty
+
+# aiozk backs off up to 60 s between reconnect rounds; a cluster daemon wants to be back within seconds.
+aiozk.session.MAX_FIND_WAIT = 2
+logging.getLogger("aiozk").setLevel(logging.CRITICAL)
+
+_PIPELINE_BATCH = 2000
+
+DataCallback = Callable[[bytes | None, int], Any]
+ChildrenCallback = Callable[[list[str] | None], Any]
+
+
+class ZK:
+    def __init__(
+        self,
+        hosts: str,
+        *,
+        session_timeout: float = 5.0,
+        request_timeout: float = 5.0,
+        log: Callable[..., Any] | None = None,
+    ) -> None:
+        self.hosts = hosts
+        self.request_timeout = request_timeout
+        self._client = aiozk.ZKClient(hosts, session_timeout=session_timeout, read_timeout=request_timeout)
+        self._log = log or (lambda event, **kw: None)
+        self._ephemerals: dict[str, bytes] = {}
+        self._renew_callbacks: list[Callable[[], Awaitable[None]]] = []
+        self._lost_callbacks: list[Callable[[], Any]] = []
+        self._session_id: int | None = None
+        self._monitor: asyncio.Task | None = None
+        self._watches: set[asyncio.Task] = set()
+        self.connected = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, timeout: float | None = None) -> None:
+        timeout = timeout or self.request_timeout
+        try:
+            await asyncio.wait_for(self._client.start(), timeout)
+        except (asyncio.TimeoutError, OSError, exc.ZKError):
+            self._abort()
+            raise Unavailable(f"ZooKeeper at {self.hosts} is unreachable (no answer within {timeout:g} s)") from None
+        self._session_id = self._client.session.session_id
+        self.connected.set()
+        self._monitor = asyncio.create_task(self._watch_session(), name="zk-session")
+
+    async def close(self) -> None:
+        for task in [*self._watches, self._monitor]:
+            if task:
+                task.cancel()
+        self._ephemerals.clear()
+        try:
+            await asyncio.wait_for(self._client.close(), self.request_timeout)
+        except (asyncio.TimeoutError, exc.ZKError, OSError):
+            self._abort()
+
+    def _abort(self) -> None:
+        """Stop aiozk's background tasks when a clean close is impossible (server gone)."""
+        session = self._client.session
+        session.closing = True
+        for task in (session.repair_loop_task, session.heartbeat_task):
+            if task and not task.done():
+                task.cancel()
+        if session.heartbeat_handle:
+            session.heartbeat_handle.cancel()
+        if session.conn:
+            session.conn.abort(exc.SessionLost)
+
+    def on_session_renewed(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Register a coroutine run after the session was lost and a new one established."""
+        self._renew_callbacks.append(callback)
+
+    def on_session_lost(self, callback: Callable[[], Any]) -> None:
+        """Register a plain callable run as soon as the session is known to be gone."""
+        self._lost_callbacks.append(callback)
+
+    async def _watch_session(self) -> None:
+        state = self._client.session.state
+        while True:
+            await state.wait_for(States.SUSPENDED, States.LOST)
+            self.connected.clear()
+            self._log("zookeeper_suspended", state=state.current_state)
+            await state.wait_for(States.CONNECTED)
+            new_id = self._client.session.session_id
+            if new_id != self._session_id:
+                self._log("zookeeper_session_renewed", old=hex(self._session_id or 0), new=hex(new_id or 0))
+                self._session_id = new_id
+                for cb in self._lost_callbacks:
+                    cb()
+                await self._reestablish()
+            else:
+                self._log("zookeeper_reconnected")
+            self.connected.set()
+
+    async def _reestablish(self) -> None:
+        for path, data in list(self._ephemerals.items()):
+            await self._retry(lambda p=path, d=data: self._recreate_ephemeral(p, d))
+        for cb in self._renew_callbacks:
+            await self._retry(cb)
+
+    async def _recreate_ephemeral(self, path: str, data: bytes) -> None:
+        try:
+            await self.create(path, data, ephemeral=True)
+        except NodeExists:
+            # The old session's node may still be there for a moment; replace it with ours.
+            await self.delete(path)
+            await self.create(path, data, ephemeral=True)
+
+    async def _retry(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await fn()
+                return
+            except (Unavailable, exc.ZKError) as error:
+                self._log("zookeeper_retry", error=str(error) or type(error).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    @property
+    def session_id(self) -> int | None:
+        return self._session_id
+
+    # -- bounded requests ------------------------------------------------------------------------
+
+    async def _bounded(self, aw: Awaitable[Any]) -> Any:
+        try:
+            return await asyncio.wait_for(aw, self.request_timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable(
+                f"ZooKeeper at {self.hosts} did not answer within {self.request_timeout:g} s"
+            ) from None
+
+    async def get(self, path: str) -> tuple[bytes, int]:
+        data, stat = await self._bounded(self._client.get(path))
+        return data or b"", stat.version
+
+    async def get_data(self, path: str, default: bytes | None = None) -> bytes | None:
+        try:
+            return (await self.get(path))[0]
+        except NoNode:
+            return default
+
+    async def exists(self, path: str) -> bool:
+        return await self._bounded(self._client.exists(path))
+
+    async def children(self, path: str) -> list[str]:
+        return await self._bounded(self._client.get_children(path))
+
+    async def create(
+        self, path: str, data: bytes = b"", *, ephemeral: bool = False, sequential: bool = False
+    ) -> str:
+        return await self._bounded(self._client.create(path, data, ephemeral=ephemeral, sequential=sequential))
+
+    async def create_owned(self, path: str, data: bytes = b"") -> None:
+        """Create an ephemeral node that is re-created whenever the session is renewed."""
+        await self._recreate_ephemeral(path, data)
+        self._ephemerals[path] = data
+
+    async def set_owned(self, path: str, data: bytes) -> None:
+        await self.set(path, data)
+        self._ephemerals[path] = data
+
+    async def release_owned(self, path: str) -> None:
+        self._ephemerals.pop(path, None)
+        try:
+            await self.delete(path)
+        except NoNode:
+            pass
+
+    async def set(self, path: str, data: bytes, version: int = -1) -> int:
+        stat = await self._bounded(self._client.set(path, data, version))
+        return stat.version
+
+    async def put(self, path: str, data: bytes) -> None:
+        """Set a node's data, creating it (not its parents) when missing."""
+        try:
+            await self.set(path, data)
+        except NoNode:
+            try:
+                await self.create(path, data)
+            except NodeExists:
+                await self.set(path, data)
+
+    async def delete(self, path: str, version: int = -1) -> None:
+        await self._bounded(self._client.send(protocol.DeleteRequest(path=self._client.normalize_path(path), version=version)))
+
+    async def delete_tree(self, path: str) -> None:
+        try:
+            for child in await self.children(path):
+                await self.delete_tree(f"{path}/{child}")
+            await self.delete(path)
+        except NoNode:
+            pass
+
+    async def ensure_path(self, path: str) -> None:
+        await self._bounded(self._client.ensure_path(path))
+
+    async def get_many(self, paths: Iterable[str]) -> list[bytes | None]:
+        """Pipelined reads (the client's CPU, not the server, bounds a listing); None where missing."""
+
+        async def one(path: str) -> bytes | None:
+            try:
+                data, _ = await self._client.get(path)
+                return data or b""
+            except NoNode:
+                return None
+
+        paths = list(paths)
+        out: list[bytes | None] = []
+        for i in range(0, len(paths), _PIPELINE_BATCH):
+            batch = paths[i : i + _PIPELINE_BATCH]
+            out.extend(await self._bounded(asyncio.gather(*(one(p) for p in batch))))
+        return out
+
+    async def multi(self, ops: Iterable[tuple]) -> None:
+        """Run ("create", path, data) / ("set", path, data, version) / ("delete", path, version) /
+        ("check", path, version) atomically; raise the failing operation's error."""
+        txn = self._client.begin_transaction()
+        for op, path, *args in ops:
+            if op == "create":
+                txn.create(path, args[0] if args else b"")
+            elif op == "set":
+                txn.set_data(path, args[0], args[1] if len(args) > 1 else -1)
+            elif op == "delete":
+                txn.delete(path, args[0] if args else -1)
+            elif op == "check":
+                txn.check_version(path, args[0])
+            else:
+                raise ValueError(f"unknown transaction op {op!r}")
+        response = await self._bounded(self._client.send(txn.request))
+        for reply in response.responses:
+            if isinstance(reply, exc.ResponseError) and not isinstance(reply, (exc.RolledBack, exc.RuntimeInconsistency)):
+                raise reply
+
+    # -- watches ---------------------------------------------------------------------------------
+
+    def watch_data(self, path: str, callback: DataCallback) -> asyncio.Task:
+        """Call ``callback(data, version)`` now and on every change; (None, -1) while the node is missing.
+
+        Cancel the returned task to stop watching."""
+        return self._spawn_watch(self._data_watch(path, callback), f"watch:{path}")
+
+    def watch_children(self, path: str, callback: ChildrenCallback) -> asyncio.Task:
+        """Call ``callback(children)`` now and on every change of the child list (None: node missing)."""
+        return self._spawn_watch(self._children_watch(path, callback), f"watch-children:{path}")
+
+    def _spawn_watch(self, coro: Awaitable[None], name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self._watches.add(task)
+        task.add_done_callback(self._watches.discard)
+        return task
+
+    def _one_shot(self, events: list[int], path: str) -> tuple[asyncio.Future, Callable[[], None]]:
+        """A future set by the next of ``events`` on ``path``, and its clean-up."""
+        session = self._client.session
+        npath = self._client.normalize_path(path)
+        fired = asyncio.get_running_loop().create_future()
+
+        def fire(_path: str) -> None:
+            if not fired.done():
+                fired.set_result(None)
+
+        for event in events:
+            session.add_watch_callback(event, npath, fire)
+
+        def cleanup() -> None:
+            for event in events:
+                if fire in session.watch_callbacks.get((event, npath), ()):
+                    session.remove_watch_callback(event, npath, fire)
+
+        return fired, cleanup
+
+    async def _rearm(
+        self, path: str, events: list[int], read: Callable[[], Awaitable[Any]], deliver: Callable[[Any], Any]
+    ) -> None:
+        last: Any = object()
+        while True:
+            # Register for the event before the read that arms it, so no change slips between them.
+            fired, cleanup = self._one_shot(events, path)
+            try:
+                try:
+                    value = await read()
+                except (Unavailable, exc.ConnectError, exc.ConnectionLoss, exc.SessionExpired):
+                    await self.connected.wait()
+                    await asyncio.sleep(0.05)
+                    continue
+                if value != last:
+                    last = value
+                    result = deliver(value)
+                    if asyncio.iscoroutine(result):
+                        await result
+                await fired
+            finally:
+                cleanup()
+
+    async def _data_watch(self, path: str, callback: DataCallback) -> None:
+        async def read() -> tuple[bytes | None, int]:
+            try:
+                data, stat = await self._bounded(self._client.get(path, watch=True))
+                return data or b"", stat.version
+            except NoNode:
+                if await self._bounded(self._client.exists(path, watch=True)):
+                    return await read()
+                return None, -1
+
+        events = [protocol.WatchEvent.DATA_CHANGED, protocol.WatchEvent.DELETED, protocol.WatchEvent.CREATED]
+        await self._rearm(path, events, read, lambda v: callback(*v))
+
+    async def _children_watch(self, path: str, callback: ChildrenCallback) -> None:
+        async def read() -> list[str] | None:
+            try:
+                return sorted(await self._bounded(self._client.get_children(path, watch=True)))
+            except NoNode:
+                if await self._bounded(self._client.exists(path, watch=True)):
+                    return await read()
+                return None
+
+        events = [protocol.WatchEvent.CHILDREN_CHANGED, protocol.WatchEvent.DELETED, protocol.WatchEvent.CREATED]
+        await self._rearm(path, events, read, callback)
