@@ -38,3 +38,7 @@ def init():
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""python -m pvc.devcluster up|info|down: a local pvc cluster for demos, tests and benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pvc.devcluster.cluster import DevCluster
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pvc.devcluster", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start ZooKeeper, one libvirtd and one pvcd per node; wait until all run")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--workdir", required=True)
+    up.add_argument("--hypervisor", choices=["test", "qemu"], default="test")
+    up.add_argument("--coordinators", type=int, default=None, help="the first K nodes are coordinators (default: up to 3)")
+    info = sub.add_parser("info", help="show each node's config, libvirt URI, console log directory and pvcd pid")
+    info.add_argument("--workdir", required=True)
+    info.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    down = sub.add_parser("down", help="stop everything `up` started")
+    down.add_argument("--workdir", required=True)
+    args = parser.parse_args(argv)
+
+    cluster = DevCluster(args.workdir)
+    try:
+        if args.command == "up":
+            if args.nodes < 1:
+                parser.error("--nodes must be at least 1")
+            state = cluster.up(args.nodes, args.hypervisor, args.coordinators)
+            for node in cluster.info():
+                print(f"{node['name']}: pvcd pid {node['pvcd_pid']}, libvirt {node['libvirt_uri']}")
+            print(f"PVC_ZOOKEEPER={state.zookeeper}")
+        elif args.command == "info":
+            if cluster.state is None:
+                raise RuntimeError(f"no cluster in {args.workdir}")
+            nodes = cluster.info()
+            if args.output == "json":
+                print(json.dumps({"zookeeper": cluster.state.zookeeper, "nodes": nodes}, indent=2))
+            else:
+                print(f"zookeeper: {cluster.state.zookeeper} (pid {cluster.state.zookeeper_pid})")
+                for n in nodes:
+                    print(f"{n['name']}: pvcd pid {n['pvcd_pid']}, config {n['config']}, libvirt {n['libvirt_uri']}, "
+                          f"console logs {n['console_log_directory']}")
+        else:
+            cluster.down()
+            print("stopped")
+    except (RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""A local pvc cluster on one machine: a real ZooKeeper, one libvirtd and one pvcd per node.
+
+Shared by the README demo, the tests and the benchmarks. Everything it starts is recorded in
+``<workdir>/cluster.json`` (by pid), so ``down`` can stop it from another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pvc.devcluster.libvirtd import Libvirtd
+from pvc.devcluster.proc import free_port, is_running, log_tail, terminate
+from pvc.devcluster.zookeeper_server import ZookeeperServer
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    config: str
+    libvirt_uri: str
+    migration_uri: str
+    console_log_directory: str
+    pvcd_log: str
+    coordinator: bool
+    libvirtd_port: int
+    migration_ports: tuple[int, int]
+    pvcd_pid: int | None = None
+    libvirtd_pid: int | None = None
+
+
+@dataclass
+class ClusterState:
+    workdir: str
+    hypervisor: str
+    zookeeper: str
+    zookeeper_port: int
+    zookeeper_pid: int | None = None
+    nodes: list[NodeSpec] = field(default_factory=list)
+
+
+class DevCluster:
+    def __init__(self, workdir: str | Path) -> None:
+        self.workdir = Path(workdir).absolute()
+        self.state_file = self.workdir / "cluster.json"
+        self.state: ClusterState | None = None
+        if self.state_file.exists():
+            raw = json.loads(self.state_file.read_text())
+            raw["nodes"] = [NodeSpec(**{**n, "migration_ports": tuple(n["migration_ports"])}) for n in raw["nodes"]]
+            self.state = ClusterState(**raw)
+
+    # -- pieces ------------------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        self.state_file.write_text(json.dumps(asdict(self.state), indent=2))
+
+    def zookeeper(self) -> ZookeeperServer:
+        return ZookeeperServer(self.workdir / "zookeeper", self.state.zookeeper_port)
+
+    def libvirtd(self, node: NodeSpec) -> Libvirtd:
+        return Libvirtd(self.workdir / node.name / "libvirt", self.state.hypervisor,
+                        tcp_port=node.libvirtd_port, migration_ports=node.migration_ports)
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.state.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"no node {name!r} in {self.workdir}")
+
+    def _write_config(self, node: NodeSpec, coordinators: list[str]) -> None:
+        libvirtd = self.libvirtd(node)
+        import yaml
+
+        config = {
+            "node": {"name": node.name, "coordinators": coordinators},
+            "zookeeper": {"hosts": self.state.zookeeper, "session_timeout": 3, "request_timeout": 5},
+            "libvirt": {"uri": libvirtd.uri, "migration_uri": libvirtd.tcp_uri,
+                        "migration_address": "tcp://127.0.0.1"},
+            "console_log": {"directory": node.console_log_directory},
+            "vm": {"shutdown_timeout": 30},
+            "keepalive_interval": 2,
+        }
+        Path(node.config).write_text(yaml.safe_dump(config, sort_keys=False))
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def up(self, nodes: int = 3, hypervisor: str = "test", coordinators: int | None = None,
+           timeout: float = 60) -> ClusterState:
+        if self.state and self.is_up():
+            raise RuntimeError(f"a cluster is already running in {self.workdir}; run `down` first")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        self.state = ClusterState(workdir=str(self.workdir), hypervisor=hypervisor,
+                                  zookeeper=f"127.0.0.1:{port}", zookeeper_port=port)
+        names = [f"hv{i}" for i in range(1, nodes + 1)]
+        coordinator_names = names[: min(3, nodes) if coordinators is None else coordinators]
+        for name in names:
+            base = self.workdir / name
+            base.mkdir(parents=True, exist_ok=True)
+            lo = free_port()
+            spec = NodeSpec(
+                name=name, config=str(base / "pvcd.yaml"), libvirt_uri="", migration_uri="",
+                console_log_directory=str(base / "console"), pvcd_log=str(base / "pvcd.log"),
+                coordinator=name in coordinator_names, libvirtd_port=free_port(), migration_ports=(lo, lo + 15),
+            )
+            Path(spec.console_log_directory).mkdir(exist_ok=True)
+            self.state.nodes.append(spec)
+        self._save()
+        try:
+            zk = self.zookeeper()
+            zk.start()
+            self.state.zookeeper_pid = zk.pid
+            self._save()
+            subprocess.run([sys.executable, "-m", "pvc.cli.app", "--zookeeper", self.state.zookeeper, "init"],
+                           check=True, capture_output=True)
+            for node in self.state.nodes:
+                libvirtd = self.libvirtd(node)
+                libvirtd.start()
+                node.libvirtd_pid = libvirtd.pid
+                node.libvirt_uri = libvirtd.uri
+                node.migration_uri = libvirtd.tcp_uri
+                self._write_config(node, coordinator_names)
+                self._save()
+            for node in self.state.nodes:
+                self.start_node(node.name, wait=False)
+            self.wait_running(names, timeout)
+        except BaseException:
+            self.down()
+            raise
+        return self.state
+
+    def start_node(self, name: str, wait: bool = True, timeout: float = 30) -> None:
+        node = self.node(name)
+        with open(node.pvcd_log, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pvc.daemon.main", "--config", node.config],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            )
+        node.pvcd_pid = proc.pid
+        self._save()
+        if wait:
+            self.wait_running([name], timeout)
+
+    def stop_node(self, name: str, sig: int = signal.SIGTERM) -> None:
+        """Stop one node's pvcd (SIGKILL to simulate a crash); its libvirtd and VMs stay."""
+        node = self.node(name)
+        if sig == signal.SIGKILL and node.pvcd_pid:
+            try:
+                os.kill(node.pvcd_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        terminate(node.pvcd_pid)
+        node.pvcd_pid = None
+        self._save()
+
+    def wait_running(self, names: list[str], timeout: float = 30) -> None:
+        from pvc import store
+        from pvc.zk import ZK
+
+        async def check() -> dict[str, str]:
+            zk = ZK(self.state.zookeeper, request_timeout=2)
+            await zk.start()
+            try:
+                return {n.name: n.daemon_state for n in await store.list_nodes(zk)}
+            finally:
+                await zk.close()
+
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            try:
+                states = asyncio.run(check())
+            except Exception:  # ZooKeeper still coming up
+                states = {}
+            if all(states.get(n) == "run" for n in names):
+                return
+            for n in names:
+                pid = self.node(n).pvcd_pid
+                if pid and not is_running(pid):
+                    raise RuntimeError(f"pvcd on {n} exited; tail of its log:\n{log_tail(Path(self.node(n).pvcd_log))}")
+            time.sleep(0.1)
+        raise RuntimeError(f"nodes not running after {timeout:g} s: {states}")
+
+    def is_up(self) -> bool:
+        return bool(self.state) and is_running(self.state.zookeeper_pid)
+
+    def down(self) -> None:
+        if not self.state:
+            return
+        for node in self.state.nodes:
+            terminate(node.pvcd_pid)
+            node.pvcd_pid = None
+        for node in self.state.nodes:
+            self.libvirtd(node).stop()
+            node.libvirtd_pid = None
+        self.zookeeper().stop()
+        self.state.zookeeper_pid = None
+        self._save()
+
+    def info(self) -> list[dict]:
+        return [
+            {
+                "name": n.name,
+                "config": n.config,
+                "libvirt_uri": n.libvirt_uri,
+                "migration_uri": n.migration_uri,
+                "console_log_directory": n.console_log_directory,
+                "pvcd_pid": n.pvcd_pid if is_running(n.pvcd_pid) else None,
+                "libvirtd_pid": self.libvirtd(n).pid,
+                "coordinator": n.coordinator,
+                "pvcd_log": n.pvcd_log,
+            }
+            for n in self.state.nodes
+        ]
