@@ -1,0 +1,210 @@
+"""One libvirtd per simulated node, each in its own mount namespace, for dev clusters and tests.
+
+Several libvirtd on one machine clash on /run/libvirt, /etc/libvirt and friends, so each one runs
+under ``unshare -m`` with those directories bind-mounted from its own folder. The daemon is
+detached (own session) and outlives the Python that started it.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from pvc.devcluster.proc import free_port, is_running, log_tail, terminate
+
+# Directories that libvirtd shares machine-wide; each instance gets private copies.
+_PRIVATE_DIRS = ("etc/libvirt", "run/libvirt", "var/lib/libvirt", "var/log/libvirt", "var/cache/libvirt")
+
+# Runs inside the new mount namespace; exec keeps the pid, so Popen.pid is libvirtd's pid.
+_SCRIPT = """\
+set -e
+for d in {dirs}; do
+  mkdir -p "/$d"
+  mount --bind "$PVC_BASE/$d" "/$d"
+done
+exec libvirtd -l -p "$PVC_BASE/libvirtd.pid" -f /etc/libvirt/libvirtd.conf
+"""
+
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
+
+
+class Libvirtd:
+    """A detached libvirtd serving the ``test`` driver (default) or real ``qemu``."""
+
+    def __init__(self, basedir: Path, hypervisor: str = "test", tcp_port: int | None = None,
+                 migration_ports: tuple[int, int] | None = None) -> None:
+        if hypervisor not in ("test", "qemu"):
+            raise ValueError(f"unknown hypervisor {hypervisor!r} (expected 'test' or 'qemu')")
+        self.basedir = Path(basedir).absolute()
+        self.hypervisor = hypervisor
+        self.tcp_port = tcp_port or free_port()
+        if migration_ports is None:
+            lo = free_port()  # a random free-looking start; a small range is enough for tests
+            migration_ports = (lo, lo + 15)
+        self.migration_ports = migration_ports
+        self._pid: int | None = None
+        if len(str(self.socket_path)) > _SUN_PATH_MAX:
+            raise ValueError(f"socket path too long for a unix socket: {self.socket_path}")
+
+    @property
+    def socket_path(self) -> Path:
+        """The read-write socket, as seen from outside the namespace."""
+        return self.basedir / "run/libvirt/libvirt-sock"
+
+    @property
+    def uri(self) -> str:
+        if self.hypervisor == "test":
+            return f"test+unix:///default?socket={self.socket_path}"
+        return f"qemu+unix:///system?socket={self.socket_path}"
+
+    @property
+    def tcp_uri(self) -> str:
+        path = "/default" if self.hypervisor == "test" else "/system"
+        return f"{self.hypervisor}+tcp://127.0.0.1:{self.tcp_port}{path}"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.basedir / "libvirtd.pid"
+
+    @property
+    def keeper_pid_path(self) -> Path:
+        return self.basedir / "keeper.pid"
+
+    @property
+    def log_path(self) -> Path:
+        return self.basedir / "var/log/libvirt/libvirtd.log"
+
+    @property
+    def pid(self) -> int | None:
+        """libvirtd's own pid, from its pidfile (None if it is not running)."""
+        pid = _read_pid(self.pid_path) or self._pid
+        # The comm check guards against a stale pidfile whose pid was reused.
+        return pid if is_running(pid) and _comm(pid) == "libvirtd" else None
+
+    def _prepare(self) -> None:
+        for d in _PRIVATE_DIRS:
+            (self.basedir / d).mkdir(parents=True, exist_ok=True)
+        etc = self.basedir / "etc/libvirt"
+        shutil.copytree("/etc/libvirt", etc, dirs_exist_ok=True)
+        # One host UUID per instance folder, kept across restarts like a real host's.
+        uuid_file = self.basedir / "host_uuid"
+        if not uuid_file.exists():
+            uuid_file.write_text(f"{uuid.uuid4()}\n")
+        (etc / "libvirtd.conf").write_text(
+            f'host_uuid = "{uuid_file.read_text().strip()}"\n'
+            "listen_tls = 0\nlisten_tcp = 1\n"
+            f'listen_addr = "127.0.0.1"\ntcp_port = "{self.tcp_port}"\n'
+            'auth_tcp = "none"\nauth_unix_rw = "none"\nauth_unix_ro = "none"\n'
+            'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
+        )
+        lo, hi = self.migration_ports
+        # The qemu driver is loaded even when we only serve the test driver, so it always
+        # needs a config that works as root without cgroups, SELinux/AppArmor or virtlogd.
+        (etc / "qemu.conf").write_text(
+            'user = "root"\ngroup = "root"\nsecurity_driver = "none"\n'
+            "cgroup_controllers = [ ]\ndynamic_ownership = 0\n"
+            'stdio_handler = "file"\n'
+            f"migration_port_min = {lo}\nmigration_port_max = {hi}\n"
+        )
+        # The installed qemu driver resolves its compiled-in default user before reading
+        # qemu.conf, so libvirtd dies without these accounts even when serving only "test".
+        _ensure_qemu_accounts()
+
+    def start(self, timeout: float = 20) -> None:
+        if self.pid:
+            return
+        self._prepare()
+        self.pid_path.unlink(missing_ok=True)
+        self.socket_path.unlink(missing_ok=True)
+        script = _SCRIPT.format(dirs=" ".join(_PRIVATE_DIRS))
+        with open(self.basedir / "libvirtd.out", "ab") as out:
+            proc = subprocess.Popen(
+                ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                env={**os.environ, "PVC_BASE": str(self.basedir)},
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True, close_fds=True,
+            )
+        self._pid = proc.pid
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if self.socket_path.exists() and _virsh(self.uri, "list").returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            self._fail(proc, f"did not answer within {timeout}s")
+        if self.hypervisor == "test":
+            self._start_keeper(deadline)
+
+    def _start_keeper(self, deadline: float) -> None:
+        # See keeper.py: without a connection held open the test driver forgets every domain
+        # whenever its last client disconnects (and brings back its built-in domain "test").
+        ready = self.basedir / "keeper.ready"
+        ready.unlink(missing_ok=True)
+        with open(self.basedir / "keeper.out", "ab") as out:
+            keeper = subprocess.Popen(
+                [sys.executable, "-m", "pvc.devcluster.keeper", self.uri, str(ready)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True, close_fds=True,
+            )
+        self.keeper_pid_path.write_text(f"{keeper.pid}\n")
+        while time.monotonic() < deadline and keeper.poll() is None:
+            if ready.exists():
+                return
+            time.sleep(0.05)
+        self._fail(keeper, "test-driver keeper did not connect", self.basedir / "keeper.out")
+
+    def _fail(self, proc: subprocess.Popen, status: str, log: Path | None = None) -> None:
+        if proc.poll() is not None:
+            status += f" (exited with {proc.returncode})"
+        self.stop(timeout=2)
+        log = log or self.log_path
+        raise RuntimeError(
+            f"libvirtd in {self.basedir}: {status}; tail of {log}:\n{log_tail(log)}\n"
+            f"stdout/stderr:\n{log_tail(self.basedir / 'libvirtd.out', 10)}"
+        )
+
+    def stop(self, timeout: float = 10) -> None:
+        terminate(self.pid or self._pid, timeout)
+        self._pid = None
+        self.pid_path.unlink(missing_ok=True)
+        terminate(_read_pid(self.keeper_pid_path), timeout)  # it exits on its own once libvirtd is gone
+        self.keeper_pid_path.unlink(missing_ok=True)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _virsh(uri: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["virsh", "-q", "-c", uri, *args], capture_output=True, text=True, timeout=10)
+
+
+def _ensure_qemu_accounts() -> None:
+    """Debian's libvirtd refuses to start without the accounts its packaging normally creates."""
+    for group in ("kvm", "libvirt-qemu"):
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            subprocess.run(["groupadd", "--system", group], check=True)
+    try:
+        pwd.getpwnam("libvirt-qemu")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "-g", "libvirt-qemu",
+                        "-G", "kvm", "-s", "/usr/sbin/nologin", "libvirt-qemu"], check=True)

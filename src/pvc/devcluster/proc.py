@@ -1,0 +1,59 @@
+"""Small process helpers shared by the dev-cluster components."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (the kernel picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def is_running(pid: int | None) -> bool:
+    """True if ``pid`` exists and is not a zombie (a killed child we have not reaped yet)."""
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # The state letter follows the ")" that closes the command name (which may hold spaces).
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def _reap(pid: int) -> None:
+    # Only our own children can (and must) be reaped; for anything else this is a no-op.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def terminate(pid: int | None, timeout: float = 10.0) -> None:
+    """SIGTERM ``pid``, SIGKILL it after ``timeout`` seconds, and wait until it is gone."""
+    if not pid:
+        return
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            _reap(pid)
+            if not is_running(pid):
+                return
+            time.sleep(0.05)
+    raise RuntimeError(f"process {pid} is still running after SIGKILL")
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a log file, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return f"(no log at {path})"

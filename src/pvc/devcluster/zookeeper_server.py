@@ -1,0 +1,124 @@
+"""One standalone ZooKeeper server (Debian's jar) on 127.0.0.1, for dev clusters and tests."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from pvc.devcluster.proc import free_port, is_running, log_tail, terminate
+
+__all__ = ["ZookeeperServer", "is_running"]
+
+_JARS = [
+    "/usr/share/java/zookeeper.jar",
+    "/usr/share/java/slf4j-api.jar",
+    "/usr/share/java/slf4j-log4j12.jar",
+    "/usr/share/java/log4j-1.2.jar",
+]
+
+_LOG4J = """\
+log4j.rootLogger=INFO, FILE
+log4j.appender.FILE=org.apache.log4j.FileAppender
+log4j.appender.FILE.File={log}
+log4j.appender.FILE.layout=org.apache.log4j.PatternLayout
+log4j.appender.FILE.layout.ConversionPattern=%d{{ISO8601}} %-5p [%t:%C{{1}}@%L] - %m%n
+"""
+
+
+def four_letter(address: str, cmd: str = "ruok", timeout: float = 1.0) -> str:
+    """Send a ZooKeeper four-letter command and return the whole answer ('' if unreachable)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as s:
+            s.sendall(cmd.encode())
+            chunks = []
+            while chunk := s.recv(4096):  # the server closes after answering
+                chunks.append(chunk)
+            return b"".join(chunks).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class ZookeeperServer:
+    """A detached ZooKeeper process; config, data and logs all live under ``datadir``.
+
+    The port is chosen at construction so ``address`` is known before ``start`` and
+    stays the same across ``restart``.
+    """
+
+    def __init__(self, datadir: Path, port: int | None = None) -> None:
+        self.datadir = Path(datadir)
+        self.port = port or free_port()
+        self._pid: int | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.datadir / "zookeeper.log"
+
+    def _write_config(self) -> Path:
+        (self.datadir / "data").mkdir(parents=True, exist_ok=True)
+        cfg = self.datadir / "zoo.cfg"
+        cfg.write_text(
+            "tickTime=500\ninitLimit=10\nsyncLimit=5\n"
+            f"dataDir={self.datadir / 'data'}\n"
+            f"clientPort={self.port}\nclientPortAddress=127.0.0.1\n"
+            "admin.enableServer=false\n"
+            "minSessionTimeout=1000\nmaxSessionTimeout=60000\n"
+            # Without the whitelist the server refuses ruok, which is our readiness probe.
+            "4lw.commands.whitelist=ruok,stat,mntr,srvr,cons\n"
+        )
+        (self.datadir / "log4j.properties").write_text(_LOG4J.format(log=self.log_path))
+        return cfg
+
+    def start(self, timeout: float = 30) -> None:
+        if is_running(self._pid):
+            return
+        cfg = self._write_config()
+        cmd = [
+            "java", "-Xmx256m",
+            f"-Dlog4j.configuration=file:{self.datadir / 'log4j.properties'}",
+            "-cp", ":".join([str(self.datadir), *_JARS]),
+            "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(cfg),
+        ]
+        with open(self.datadir / "zookeeper.out", "ab") as out:
+            # Own session: the server must outlive (and not get the signals of) whoever started it.
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True, close_fds=True)
+        self._pid = proc.pid
+        (self.datadir / "zookeeper.pid").write_text(f"{proc.pid}\n")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # "imok" comes as soon as the port is bound, some ms before the server serves
+            # sessions; a client that connects in between (aiozk probes with srvr) backs off
+            # for about 4 s, so also wait until srvr reports a mode.
+            if (four_letter(self.address, "ruok", timeout=0.5) == "imok"
+                    and "Mode:" in four_letter(self.address, "srvr", timeout=0.5)):
+                return
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        status = "exited" if proc.poll() is not None else f"not ready after {timeout}s"
+        self.stop(timeout=2)
+        raise RuntimeError(
+            f"ZooKeeper on {self.address} {status}; tail of {self.log_path}:\n{log_tail(self.log_path)}\n"
+            f"stdout/stderr:\n{log_tail(self.datadir / 'zookeeper.out', 10)}"
+        )
+
+    def stop(self, timeout: float = 10) -> None:
+        terminate(self._pid, timeout)
+        self._pid = None
+
+    def restart(self, timeout: float = 30) -> None:
+        """Stop and start again on the same port with the same data."""
+        self.stop()
+        self.start(timeout)
