@@ -47,8 +47,11 @@ class HypervisorRole:
         self._changed: dict[str, asyncio.Event] = {}
         self._foreign_logged: set[str] = set()
         self._tg: asyncio.TaskGroup | None = None
-        self.on_arrive: list = []  # callbacks (uuid) when a VM starts running here (console tailer)
-        self.on_leave: list = []  # callbacks (uuid) when it stops running here
+        # Components that follow "this VM is assigned here and runs here" (the console-log tailer):
+        # objects with ``async vm_here(dom)`` and ``async vm_gone(uuid)``. vm_gone runs before a
+        # migration hands the VM to another node, so the next node continues what this one wrote.
+        self.residency_hooks: list = []
+        self._here: set[str] = set()
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -71,15 +74,23 @@ class HypervisorRole:
                 dom = self.records.get(uuid)
                 if dom and dom.node == self.me and dom.state in ("start", "migrate"):
                     self._unexpected[uuid] = unexpected_stop(2 if event == EVENT_CRASHED else detail)
-            self._notify("leave", uuid)
-        elif event == EVENT_STARTED:
-            self._notify("arrive", uuid)
         self._presence_changed()
         self.kick(uuid)
 
-    def _notify(self, what: str, uuid: str) -> None:
-        for cb in self.on_arrive if what == "arrive" else self.on_leave:
-            cb(uuid)
+    async def _residency(self, dom: Domain | None, uuid: str, running: bool) -> None:
+        here = dom is not None and dom.node == self.me and running
+        if here and uuid not in self._here:
+            self._here.add(uuid)
+            for hook in self.residency_hooks:
+                await hook.vm_here(dom)
+        elif not here and uuid in self._here:
+            await self._leaving(uuid)
+
+    async def _leaving(self, uuid: str) -> None:
+        if uuid in self._here:
+            self._here.discard(uuid)
+            for hook in self.residency_hooks:
+                await hook.vm_gone(uuid)
 
     def _presence_changed(self) -> None:
         presence = self.ctx.services.get("presence")
@@ -138,9 +149,10 @@ class HypervisorRole:
             state, reason = self._unexpected.pop(uuid)
             await self._record_unexpected_stop(uuid, state, reason)
         dom = self.records.get(uuid)
+        running = self.host.is_running(uuid)
+        await self._residency(dom, uuid, running)
         if dom is None:
             return
-        running = self.host.is_running(uuid)
         step = decide(dom, self.me, running)
         if step is Step.NOTHING:
             return
@@ -189,7 +201,6 @@ class HypervisorRole:
             await self._update(dom.uuid, lambda d: _replace(d, state="fail", failed_reason=reason, libvirt_state="shutoff")
                                if d.node == self.me and d.state in ("start", "restart", "migrate") else None)
             return
-        self._notify("arrive", dom.uuid)
         await self._do_record_running(dom)
 
     async def _do_record_running(self, dom: Domain) -> None:
@@ -268,7 +279,8 @@ class HypervisorRole:
                 await self._do_start(current)
 
     async def _do_hand_over(self, dom: Domain) -> None:
-        """A migration was asked for but the VM is not running here: reassign; the target starts it."""
+        """The VM is off here: reassign it; the target's daemon starts it."""
+        await self._leaving(dom.uuid)
         await self._update(dom.uuid, lambda d: _replace(d, node=d.target_node, target_node="", state="start",
                                                         libvirt_state="shutoff")
                            if d.node == self.me and d.state == "migrate" and d.target_node else None)
@@ -293,7 +305,7 @@ class HypervisorRole:
             return False  # still here: fall back to a shutdown migration
         # Gone from here: a live migration that reported failure may still have completed.
         there = LibvirtHost.remote_is_running(target.migration_uri, uuid)
-        self._notify("leave", uuid)
+        await self._leaving(uuid)
         if there:
             await self._update(uuid, lambda d: _replace(d, node=target.name, target_node="", state="start",
                                                         libvirt_state="running", failed_reason="")

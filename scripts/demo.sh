@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Install what is needed, start a local 3-node pvc cluster on a real ZooKeeper and real libvirt
+# (one libvirtd per node), define and start sample VMs, and show the cluster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install.sh
+export PATH="$PWD/.venv/bin:$PATH"
+workdir="$PWD/.demo"
+
+if [ -f "$workdir/cluster.json" ]; then
+  python -m pvc.devcluster down --workdir "$workdir" >/dev/null 2>&1 || true
+fi
+zk_line=$(python -m pvc.devcluster up --nodes 3 --workdir "$workdir" | tail -n 1)
+export "$zk_line"
+
+for i in 1 2 3 4; do
+  cat > "$workdir/demo$i.xml" <<XML
+<domain type='test'>
+  <name>demo$i</name>
+  <uuid>$(python -c 'import uuid; print(uuid.uuid4())')</uuid>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+  <devices>
+    <serial type='pty'><log file='$workdir/hv$(( (i - 1) % 3 + 1 ))/console/demo$i.log' append='on'/></serial>
+  </devices>
+</domain>
+XML
+  pvc vm define "$workdir/demo$i.xml" --target "hv$(( (i - 1) % 3 + 1 ))" 2>/dev/null
+done
+for i in 1 2 3; do pvc vm start "demo$i" --wait; done
+
+echo
+echo "== pvc node list"
+pvc node list
+echo
+echo "== pvc vm list"
+pvc vm list
+cat <<TXT
+
+The cluster is running. To use it:
+  source .venv/bin/activate
+  export $zk_line
+  pvc vm info demo1            # or: pvc vm stop demo1 --wait, pvc vm start demo4 --wait, pvc node info hv2 ...
+  python -m pvc.devcluster info --workdir .demo
+To stop it:
+  .venv/bin/python -m pvc.devcluster down --workdir .demo
+TXT

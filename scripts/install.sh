@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install everything pvc needs on Debian 12 (as root): the real components from Debian, the
+# Python packages into ./.venv. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(
+  zookeeper                                  # the cluster state store (tests start it themselves)
+  libvirt-daemon libvirt-clients             # libvirtd (test driver) and virsh
+  libvirt-dev pkg-config gcc python3-dev     # to build libvirt-python
+  python3-venv
+)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
