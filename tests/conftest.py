@@ -52,13 +52,42 @@ class Cluster:
     def vm(self, name: str) -> dict:
         return self.pvc_json("vm", "info", name)
 
-    def define(self, name: str, node: str | None = None, memory_mib: int = 64, **kw) -> dict:
+    def define(self, name: str, node: str | None = None, memory_mib: int = 64, start: bool = False,
+               extra: tuple[str, ...] = (), **kw) -> dict:
         path = self.tmp / f"{name}.xml"
         log_dir = self.dev.node(node).console_log_directory if node else None
         path.write_text(domain_xml(name, memory_mib=memory_mib, log_dir=log_dir, **kw))
-        args = ["vm", "define", str(path)] + (["--target", node] if node else [])
+        args = ["vm", "define", str(path), *extra] + (["--target", node] if node else [])
         self.pvc(*args)
+        if start:
+            self.pvc("vm", "start", name, "--wait")
         return self.vm(name)
+
+    def define_many(self, prefix: str, count: int, node: str) -> list[str]:
+        """Define and start ``count`` small VMs on ``node`` quickly (a few CLI calls each is slow)."""
+        import asyncio
+
+        from pvc import store
+        from pvc.domain_xml import parse_domain_xml
+        from pvc.zk import ZK
+
+        names = [f"{prefix}{i:03d}" for i in range(count)]
+
+        async def work():
+            zk = ZK(self.zookeeper)
+            await zk.start()
+            try:
+                for name in names:
+                    xml = domain_xml(name, memory_mib=16)
+                    dom = await store.define_domain(zk, parse_domain_xml(xml), xml, target=node, selector="",
+                                                    node_limit=[], autostart=False, migration_method="")
+                    await store.update_domain(zk, dom.uuid, lambda d: __import__("msgspec").structs.replace(d, state="start"))
+            finally:
+                await zk.close()
+
+        asyncio.run(work())
+        wait_until(lambda: set(names) <= self.running_on(node), timeout=60)
+        return names
 
     def virsh(self, node: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(["virsh", "-c", self.dev.node(node).libvirt_uri, *args], capture_output=True,
@@ -76,15 +105,19 @@ class Cluster:
         return [n for n in self.nodes if name in self.running_on(n)]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> Cluster:
+def running_cluster(tmp_path_factory, nodes: int = 3, **kw):
     workdir = tmp_path_factory.mktemp("cluster")
     dev = DevCluster(workdir)
-    dev.up(nodes=3)
+    dev.up(nodes=nodes, **kw)
     try:
         yield Cluster(dev, workdir)
     finally:
         dev.down()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Cluster:
+    yield from running_cluster(tmp_path_factory, 3)
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):

@@ -6,6 +6,7 @@ which is what an operator editing /etc/pvc/pvcd.yaml needs.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from typing import Literal
@@ -89,7 +90,7 @@ class DaemonConfig(_Section):
         return self.node_name in self.node.coordinators
 
 
-def _check_ranges(cfg: DaemonConfig) -> None:
+def _check_ranges(cfg: DaemonConfig, source: str) -> None:
     positive = {
         "zookeeper.session_timeout": cfg.zookeeper.session_timeout,
         "zookeeper.request_timeout": cfg.zookeeper.request_timeout,
@@ -100,21 +101,23 @@ def _check_ranges(cfg: DaemonConfig) -> None:
         "keepalive_interval": cfg.keepalive_interval,
     }
     for key, value in positive.items():
-        if value <= 0:
-            raise InvalidInput(f"config: {key} must be greater than 0, got {value}")
+        if not math.isfinite(value) or value <= 0:
+            raise InvalidInput(f"config {source}: {key} must be a finite number greater than 0, got {value}")
 
 
 def parse_config(text: str | bytes, source: str = "<config>") -> DaemonConfig:
     """Parse and validate YAML text; raise InvalidInput naming the bad key."""
-    import msgspec.yaml
+    import yaml
 
     try:
-        cfg = msgspec.yaml.decode(text or b"{}", type=DaemonConfig)
+        raw = yaml.safe_load(text) or {}  # an empty or all-comment file means all defaults
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"config {source}: not valid YAML: {' '.join(str(exc).split())}") from None
+    try:
+        cfg = msgspec.convert(raw, type=DaemonConfig)
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"config {source}: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"config {source}: not valid YAML: {exc}") from None
-    _check_ranges(cfg)
+    _check_ranges(cfg, source)
     return cfg
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ def parse_domain_xml(xml: str) -> DomainSpec:
     name = (root.findtext("name") or "").strip()
     if not name:
         raise InvalidInput("domain XML has no <name>")
-    if "/" in name or name.startswith("."):
+    if "/" in name or name.startswith(".") or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
         raise InvalidInput(f"domain name {name!r} is not usable as a VM name")
     raw_uuid = (root.findtext("uuid") or "").strip()
     if not raw_uuid:
@@ -50,7 +51,7 @@ def parse_domain_xml(xml: str) -> DomainSpec:
         name=name,
         uuid=uuid,
         memory_mib=_memory_mib(root),
-        vcpus=_int(root.findtext("vcpu") or "1", "vcpu"),
+        vcpus=_vcpus(root),
         console_log_file=_serial_log(root),
     )
 
@@ -65,6 +66,13 @@ def _int(text: str, what: str) -> int:
     return value
 
 
+def _vcpus(root: ET.Element) -> int:
+    value = _int(root.findtext("vcpu") or "1", "vcpu")
+    if value < 1:
+        raise InvalidInput("domain XML has <vcpu> 0; a VM needs at least one")
+    return value
+
+
 def _memory_mib(root: ET.Element) -> int:
     element = root.find("memory")
     if element is None:
@@ -74,7 +82,8 @@ def _memory_mib(root: ET.Element) -> int:
     unit = element.get("unit", "KiB").lower()
     if unit not in _MIB:
         raise InvalidInput(f"domain XML <memory> has an unknown unit {unit!r}")
-    return max(1, round(_int(element.text or "", "memory") * _MIB[unit]))
+    # Rounded up: placement must never under-count what a VM takes.
+    return max(1, math.ceil(_int(element.text or "", "memory") * _MIB[unit]))
 
 
 def _serial_log(root: ET.Element) -> str:

@@ -79,6 +79,8 @@ def choose_node(
             raise NotFound(f"unknown node {target!r}")
         if target == exclude:
             raise Conflict(f"VM is already on node {target}")
+        if node_limit and target not in node_limit:
+            raise Conflict(f"node {target} is outside the VM's node limit ({', '.join(node_limit)})")
         why = refusal(by_name[target], memory_mib)
         if why:
             raise Conflict(why)

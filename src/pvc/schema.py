@@ -82,6 +82,46 @@ class Keepalive(Record):
     running_domains: list[str] = []
 
 
+class FlushRequest(Record):
+    """``/nodes/<name>/flush_request``: written by `pvc node flush|ready`, carried out by that node."""
+
+    op: str  # flush | ready
+    id: str
+    time: float = 0.0
+
+
+class MovedVM(msgspec.Struct):
+    name: str
+    target: str
+
+
+class FailedVM(msgspec.Struct):
+    name: str
+    reason: str
+
+
+class FlushProgress(Record):
+    """``/nodes/<name>/flush_progress``: the node's account of its latest flush or ready."""
+
+    id: str
+    op: str
+    status: str = "queued"  # queued | running | done | cancelled
+    total: int = 0
+    moved: list[MovedVM] = []
+    failed: list[FailedVM] = []
+    message: str = ""
+    started: float = 0.0  # when the lock was taken (epoch seconds)
+    finished: float = 0.0
+
+
+class LockEntry(Record):
+    """Data of a contender's child under ``/locks/flush``."""
+
+    node: str
+    op: str
+    id: str
+
+
 _encoder = msgspec.json.Encoder()
 
 
@@ -105,6 +145,7 @@ class Paths:
     @staticmethod
     def node_key(name: str, key: str) -> str:
         # key: alive | daemon_state | domain_state | coordinator_state | keepalive
+        #      | flush_request | flush_progress
         return f"/nodes/{name}/{key}"
 
     @staticmethod

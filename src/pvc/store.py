@@ -232,6 +232,25 @@ async def choose_node(zk: ZK, dom: Domain, *, target: str = "", selector: str = 
     )
 
 
+async def request_migration(zk: ZK, uuid: str, mode: str, *, target: str = "", selector: str = "",
+                            force: bool = False) -> tuple[Domain, int, str]:
+    """Validate and record a migrate/move/unmigrate; returns (record, version, source node)."""
+    from pvc import vm_states
+
+    dom, _ = await read_domain(zk, uuid)
+    if mode == "unmigrate":
+        if not dom.previous_node:
+            raise Conflict(f"VM {dom.name} has no previous node to return to")
+        target = dom.previous_node
+    if selector:
+        placement.check_selector(selector)
+    sizing = dom if dom.state == "start" else msgspec.structs.replace(dom, memory_mib=0)
+    target = await choose_node(zk, sizing, target=target, selector=selector, exclude=dom.node)
+    source = dom.node
+    result = await update_domain(zk, uuid, lambda d: vm_states.migrate_request(d, mode, target, force))
+    return result[0], result[1], source
+
+
 async def define_domain(zk: ZK, spec: DomainSpec, xml: str, *, target: str, selector: str,
                         node_limit: list[str], autostart: bool, migration_method: str) -> Domain:
     if selector:

@@ -48,6 +48,8 @@ def _with(dom: Domain, **changes) -> Domain:
 
 def wait_outcome(action: str, dom: Domain) -> tuple[bool, str]:
     """For ``--wait``: (finished, error). error is "" on success."""
+    if action not in ("start", "restart", "migrate", "stop", "shutdown", "disable"):
+        raise InvalidInput(f"unknown VM action {action!r}")
     if dom.state == "fail":
         return True, f"VM {dom.name} failed: {dom.failed_reason or 'unknown reason'}"
     running = dom.libvirt_state == "running"
@@ -70,3 +72,53 @@ def wait_outcome(action: str, dom: Domain) -> tuple[bool, str]:
             return True, f"VM {dom.name} is still running: {dom.failed_reason}"
         return False, ""
     raise InvalidInput(f"unknown VM action {action!r}")
+
+
+def migration_outcome(dom: Domain | None, target: str) -> tuple[bool, str]:
+    """Following a VM sent to ``target``: (finished, error)."""
+    if dom is None:
+        return True, "the VM was undefined"
+    if dom.state == "fail":
+        return True, f"VM {dom.name} failed: {dom.failed_reason or 'unknown reason'}"
+    if dom.node == target:
+        if dom.state == "start" and dom.libvirt_state == "running":
+            return True, ""
+        if dom.state in ("stop", "disable"):
+            return True, f"VM {dom.name} stopped on {target}: {dom.failed_reason or 'stopped'}"
+        return False, ""
+    if dom.state in ("stop", "disable"):
+        return True, f"VM {dom.name} stopped before it moved: {dom.failed_reason or 'stopped'}"
+    if dom.state == "start" and not dom.target_node and dom.failed_reason:
+        return True, f"VM {dom.name} did not move: {dom.failed_reason}"
+    return False, ""
+
+
+def migrate_request(dom: Domain, mode: str, target: str, force: bool = False) -> Domain:
+    """The record after `pvc vm migrate|move|unmigrate`.
+
+    migrate   records the current node as previous_node; refused if the VM already has one,
+              unless forced, and a forced migrate keeps the previous_node it had (the VM's home).
+    move      a permanent move: previous_node is cleared.
+    unmigrate back to previous_node, which is cleared.
+    A running VM gets state "migrate" (its node's daemon moves it); a stopped one is reassigned.
+    """
+    if dom.state in TRANSIENT:
+        raise Conflict(f"VM {dom.name} is busy ({dom.state} in progress); try again when it finishes")
+    if mode == "migrate" and dom.previous_node and not force:
+        raise Conflict(
+            f"VM {dom.name} was already migrated from {dom.previous_node}; use --force to migrate it again "
+            f"(previous_node stays {dom.previous_node}) or `pvc vm unmigrate` to return it"
+        )
+    if mode == "unmigrate" and not dom.previous_node:
+        raise Conflict(f"VM {dom.name} has no previous node to return to")
+    if target == dom.node:
+        raise Conflict(f"VM {dom.name} is already on node {target}")
+    if mode == "migrate":
+        previous = dom.previous_node if dom.previous_node else dom.node
+    elif mode in ("move", "unmigrate"):
+        previous = ""
+    else:
+        raise InvalidInput(f"unknown migration mode {mode!r}")
+    if dom.state == "start":
+        return _with(dom, state="migrate", target_node=target, previous_node=previous, failed_reason="")
+    return _with(dom, node=target, previous_node=previous, failed_reason="")

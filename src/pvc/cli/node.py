@@ -44,3 +44,37 @@ def info(node: str = typer.Argument(..., help="Node name"), output: Output = OUT
         if isinstance(value, list):
             value = ",".join(value) or "-"
         typer.echo(f"{key + ':':<22}{value}")
+
+
+def _local_node(node: str) -> str:
+    import socket
+
+    return node or socket.gethostname().split(".")[0]
+
+
+def _operation(op: str, node: str, wait: bool) -> None:
+    from pvc.cli.flushing import request_operation
+
+    code = run(lambda zk: request_operation(zk, _local_node(node), op, wait))
+    raise typer.Exit(code)
+
+
+NODE_ARG = typer.Argument("", help="Node name (default: this host)", show_default=False)
+NODE_WAIT = typer.Option(False, "--wait", "-w", help="Say if the flush lock is held, wait for it, then follow the operation.")
+
+
+@app.command()
+def flush(node: str = NODE_ARG, wait: bool = NODE_WAIT):
+    """Evacuate a node: migrate every VM away (previous_node = this node), under the cluster-wide
+    flush lock; flushes requested meanwhile queue and run one after another."""
+    _operation("flush", node, wait)
+
+
+@app.command()
+def ready(node: str = NODE_ARG, wait: bool = NODE_WAIT):
+    """Return a node to service: bring back every VM whose previous_node is this node (cancels a
+    running flush of this node first)."""
+    _operation("ready", node, wait)
+
+
+app.command("unflush", help="Alias of `ready`.")(ready)

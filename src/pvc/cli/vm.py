@@ -202,3 +202,60 @@ def info(vm: str = typer.Argument(..., help="VM name or UUID"), output: Output =
         if isinstance(value, list):
             value = ",".join(value)
         typer.echo(f"{key + ':':<18}{value}")
+
+
+TARGET = typer.Option("", "--target", "-t", help="Destination node (default: chosen by the selector).")
+SELECTOR = typer.Option("", "--selector", "-s", help="mem | memfree | load | vcpus | vms (default: the VM's, else the cluster's).")
+
+
+def _migration(mode: str, vm: str, target: str, selector: str, force: bool, wait: bool) -> None:
+    from pvc import store, vm_states
+    from pvc.cli.waiting import wait_for_vm
+
+    async def work(zk):
+        uuid = await store.resolve_domain(zk, vm)
+        dom, version, source = await store.request_migration(zk, uuid, mode, target=target, selector=selector, force=force)
+        if dom.state != "migrate":
+            return dom, source, False
+        if wait:
+            typer.echo(f"Migrating VM {dom.name} from {source} to {dom.target_node}...", err=True)
+            destination = dom.target_node
+            dom = await wait_for_vm(zk, uuid, mode, version, [source, destination],
+                                    outcome=lambda d: vm_states.migration_outcome(d, destination))
+        return dom, source, True
+
+    dom, source, running = run(work)
+    if not running:
+        typer.echo(f"VM {dom.name} is not running: reassigned from {source} to {dom.node}")
+    elif wait:
+        typer.echo(f"VM {dom.name} is running on {dom.node} (previous node: {dom.previous_node or 'none'})")
+    else:
+        typer.echo(f"Migrating VM {dom.name} from {source} to {dom.target_node}")
+
+
+@app.command()
+def migrate(
+    vm: str = typer.Argument(..., help="VM name or UUID"),
+    target: str = TARGET,
+    selector: str = SELECTOR,
+    force: bool = typer.Option(False, "--force", "-f", help="Migrate a VM that already has a previous node; "
+                               "its previous_node is kept (it stays the VM's home for unmigrate)."),
+    wait: bool = WAIT,
+):
+    """Live-migrate a VM to another node (a shutdown migration where live is impossible) and record
+    its current node as previous_node. A VM that was already migrated is refused unless --force;
+    a forced migrate does not change previous_node."""
+    _migration("migrate", vm, target, selector, force, wait)
+
+
+@app.command()
+def unmigrate(vm: str = typer.Argument(..., help="VM name or UUID"), wait: bool = WAIT):
+    """Return a migrated VM to its previous node and clear previous_node."""
+    _migration("unmigrate", vm, "", "", False, wait)
+
+
+@app.command()
+def move(vm: str = typer.Argument(..., help="VM name or UUID"), target: str = TARGET, selector: str = SELECTOR,
+         wait: bool = WAIT):
+    """Migrate a VM permanently: like migrate, but previous_node is cleared."""
+    _migration("move", vm, target, selector, False, wait)

@@ -9,9 +9,10 @@ from pvc.errors import PvcError, Unavailable
 from pvc.schema import Domain, Paths
 
 
-async def wait_for_vm(zk, uuid: str, action: str, after_version: int, nodes: list[str]) -> Domain:
-    """Return the record once ``action`` finished; raise with the reason if it failed, or if a
-    daemon that must act is not running (the request stays recorded for when it returns)."""
+async def wait_for_vm(zk, uuid: str, action: str, after_version: int, nodes: list[str], outcome=None) -> Domain:
+    """Return the record once ``action`` finished (or ``outcome(record)`` says so); raise with the
+    reason if it failed, or if a daemon that must act is not running (the request stays recorded)."""
+    outcome = outcome or (lambda dom: vm_states.wait_outcome(action, dom))
     loop = asyncio.get_running_loop()
     done: asyncio.Future = loop.create_future()
 
@@ -24,7 +25,7 @@ async def wait_for_vm(zk, uuid: str, action: str, after_version: int, nodes: lis
             finish(error="the VM was undefined while waiting")
         elif version >= after_version:
             dom = Domain.decode(data)
-            finished, error = vm_states.wait_outcome(action, dom)
+            finished, error = outcome(dom)
             if finished:
                 finish(dom, error)
 

@@ -1,10 +1,11 @@
-"""python -m pvc.devcluster up|info|down: a local pvc cluster for demos, tests and benchmarks."""
+"""python -m pvc.devcluster up|info|down|sample-vm: a local pvc cluster for demos, tests and benchmarks."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from pvc.devcluster.cluster import DevCluster
 
@@ -22,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("-o", "--output", choices=["table", "json"], default="table")
     down = sub.add_parser("down", help="stop everything `up` started")
     down.add_argument("--workdir", required=True)
+    sample = sub.add_parser("sample-vm", help="print the domain XML of a tiny real guest (QEMU), building it the first time")
+    sample.add_argument("name")
+    sample.add_argument("--workdir", required=True, help="the cluster whose console log directory the guest logs to")
+    sample.add_argument("--memory", type=int, default=128, help="MiB (default: 128)")
     args = parser.parse_args(argv)
 
     cluster = DevCluster(args.workdir)
@@ -44,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
                 for n in nodes:
                     print(f"{n['name']}: pvcd pid {n['pvcd_pid']}, config {n['config']}, libvirt {n['libvirt_uri']}, "
                           f"console logs {n['console_log_directory']}")
+        elif args.command == "sample-vm":
+            from pvc.devcluster.guest import domain_xml
+
+            # Without a cluster yet, the directory a qemu-mode cluster in this workdir will use.
+            console = Path(cluster.state.nodes[0].console_log_directory) \
+                if cluster.state and cluster.state.nodes else cluster.workdir / "console"
+            print(domain_xml(args.name, console, memory_mib=args.memory), end="")
         else:
             cluster.down()
             print("stopped")

@@ -68,6 +68,19 @@ class DevCluster:
         return Libvirtd(self.workdir / node.name / "libvirt", self.state.hypervisor,
                         tcp_port=node.libvirtd_port, migration_ports=node.migration_ports)
 
+    def console_directory(self, node: str) -> Path:
+        """Where a node's libvirt writes serial logs and its pvcd tails them.
+
+        A guest's ``<log file=…>`` is one absolute path that travels with it on live migration, and
+        the target's pvcd tails ``<its console dir>/<vm>.log``. Real hosts each have their own
+        /var/log/libvirt with the same path; nodes sharing one machine get that by sharing one
+        directory, so a migrated guest's log is one file that both sides append to. The test
+        driver writes no logs, so its nodes keep a directory each.
+        """
+        if self.state and self.state.hypervisor == "qemu":
+            return self.workdir / "console"
+        return self.workdir / node / "console"
+
     def node(self, name: str) -> NodeSpec:
         for n in self.state.nodes:
             if n.name == name:
@@ -95,6 +108,11 @@ class DevCluster:
            timeout: float = 60) -> ClusterState:
         if self.state and self.is_up():
             raise RuntimeError(f"a cluster is already running in {self.workdir}; run `down` first")
+        if hypervisor == "qemu":
+            from pvc.devcluster.guest import qemu_missing
+
+            if reason := qemu_missing():
+                raise RuntimeError(f"--hypervisor qemu: {reason}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         self.state = ClusterState(workdir=str(self.workdir), hypervisor=hypervisor,
@@ -107,10 +125,10 @@ class DevCluster:
             lo = free_port()
             spec = NodeSpec(
                 name=name, config=str(base / "pvcd.yaml"), libvirt_uri="", migration_uri="",
-                console_log_directory=str(base / "console"), pvcd_log=str(base / "pvcd.log"),
+                console_log_directory=str(self.console_directory(name)), pvcd_log=str(base / "pvcd.log"),
                 coordinator=name in coordinator_names, libvirtd_port=free_port(), migration_ports=(lo, lo + 15),
             )
-            Path(spec.console_log_directory).mkdir(exist_ok=True)
+            Path(spec.console_log_directory).mkdir(parents=True, exist_ok=True)
             self.state.nodes.append(spec)
         self._save()
         try:

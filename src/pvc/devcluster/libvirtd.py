@@ -3,6 +3,10 @@
 Several libvirtd on one machine clash on /run/libvirt, /etc/libvirt and friends, so each one runs
 under ``unshare -m`` with those directories bind-mounted from its own folder. The daemon is
 detached (own session) and outlives the Python that started it.
+
+It serves either libvirt's ``test`` driver or real ``qemu`` guests (software emulation). In qemu
+mode each instance listens on its own TCP port for peers (its ``tcp_uri`` is the node's migration
+URI) and takes incoming migration streams on its own port range.
 """
 
 from __future__ import annotations
@@ -174,6 +178,14 @@ class Libvirtd:
         terminate(self.pid or self._pid, timeout)
         self._pid = None
         self.pid_path.unlink(missing_ok=True)
+        # QEMU guests outlive their libvirtd (as on a real host, where libvirtd restarts without
+        # touching guests), so a dev cluster going down must end them itself: libvirt leaves one
+        # pidfile per running guest in the instance's private /run/libvirt/qemu.
+        for pidfile in (self.basedir / "run/libvirt/qemu").glob("*.pid"):
+            pid = _read_pid(pidfile)
+            if pidfile.name != "driver.pid" and pid and _comm(pid).startswith("qemu-system"):
+                terminate(pid, timeout)
+            pidfile.unlink(missing_ok=True)
         terminate(_read_pid(self.keeper_pid_path), timeout)  # it exits on its own once libvirtd is gone
         self.keeper_pid_path.unlink(missing_ok=True)
 

@@ -15,6 +15,7 @@ import msgspec
 
 from pvc import store
 from pvc.daemon.context import DaemonContext
+from pvc.daemon.flush import NodeOperations
 from pvc.errors import PvcError, Unavailable
 from pvc.libvirt_host import EVENT_CRASHED, EVENT_STARTED, EVENT_STOPPED, STOPPED_MIGRATED, LibvirtError, LibvirtHost
 from pvc.reconcile import Step, decide, unexpected_stop
@@ -52,6 +53,7 @@ class HypervisorRole:
         # migration hands the VM to another node, so the next node continues what this one wrote.
         self.residency_hooks: list = []
         self._here: set[str] = set()
+        self._waiters: dict[str, set[asyncio.Future]] = {}
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -59,6 +61,7 @@ class HypervisorRole:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             self.zk.watch_children(Paths.domains, self._on_domain_list)
+            tg.create_task(NodeOperations(self.ctx, self).run(), name="node-operations")
             await asyncio.Event().wait()
 
     def on_libvirt_event(self, uuid: str, event: int, detail: int) -> None:
@@ -111,16 +114,38 @@ class HypervisorRole:
     def _on_record(self, uuid: str, data: bytes | None) -> None:
         if data is None:
             self.records.pop(uuid, None)
-            return
-        try:
-            self.records[uuid] = Domain.decode(data)
-        except msgspec.DecodeError as exc:
-            self.log.error("bad_domain_record", vm=uuid, error=str(exc))
+        else:
+            try:
+                self.records[uuid] = Domain.decode(data)
+            except msgspec.DecodeError as exc:
+                self.log.error("bad_domain_record", vm=uuid, error=str(exc))
+                return
+        for waiter in self._waiters.pop(uuid, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+        if data is None:
             return
         event = self._changed.get(uuid)
         if event:
             event.set()
         self.kick(uuid)
+
+    async def wait_record(self, uuid: str, outcome, timeout: float) -> tuple[bool, str] | None:
+        """Wait (by watch) until ``outcome(record)`` says finished; None on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = outcome(self.records.get(uuid))
+            if result[0]:
+                return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(uuid, set()).add(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except asyncio.TimeoutError:
+                return None
 
     def kick(self, uuid: str) -> None:
         self._dirty.add(uuid)
@@ -192,7 +217,8 @@ class HypervisorRole:
     async def _do_start(self, dom: Domain) -> None:
         try:
             xml = await store.read_xml(self.zk, dom.uuid)
-            self.host.start(xml)
+            # QEMU takes seconds to start or kill a guest: off the loop, or ZooKeeper sessions expire.
+            await asyncio.to_thread(self.host.start, xml)
         except (LibvirtError, PvcError, OSError) as exc:
             if isinstance(exc, Unavailable):
                 raise
@@ -221,7 +247,7 @@ class HypervisorRole:
 
     async def _do_destroy(self, dom: Domain) -> None:
         self._expect_stop.add(dom.uuid)
-        self.host.destroy(dom.uuid)
+        await asyncio.to_thread(self.host.destroy, dom.uuid)
         await self._do_record_stopped(dom)
 
     async def _graceful_stop(self, dom: Domain, still_wanted) -> bool:
@@ -248,12 +274,12 @@ class HypervisorRole:
                 wait_changed.cancel()
                 if not still_wanted(self.records.get(uuid)):
                     self.log.info("vm_shutdown_overridden", vm=dom.name)
-                    self.host.destroy(uuid)
+                    await asyncio.to_thread(self.host.destroy, uuid)
             if not self.host.is_running(uuid):
                 return True
             if cfg.shutdown_timeout_policy == "stop":
                 self.log.warning("vm_shutdown_timeout_forcing_off", vm=dom.name, timeout=cfg.shutdown_timeout)
-                self.host.destroy(uuid)
+                await asyncio.to_thread(self.host.destroy, uuid)
                 return True
             self._expect_stop.discard(uuid)
             reason = f"shutdown timed out after {cfg.shutdown_timeout:g} s; left running (policy abort)"

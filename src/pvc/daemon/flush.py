@@ -1,0 +1,250 @@
+"""Node flush and ready, one at a time across the cluster, under the flush lock.
+
+Shaped like a logical unit: the request names the operation; the lock (``/locks/flush``, FIFO,
+ephemeral) is taken before anything moves; the plan comes from the pure ``flush_plan``; then each
+VM's intent is written and its outcome awaited by watch. The node's own hypervisor role and its
+peers carry out the migrations; this module only decides, asks and reports.
+
+A newer request (ready during a flush) cancels the running one cleanly: no new VM is sent away,
+the ones in flight finish, and the new operation runs under the lock already held. If the
+session ends, the lock is gone with it: the operation stops and is re-queued once a new session
+exists; the node stays in ``flush`` (visible) until it completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+
+from pvc import store, vm_states
+from pvc.daemon.context import DaemonContext
+from pvc.errors import PvcError, Unavailable
+from pvc.flush_plan import Move, plan_flush, plan_ready
+from pvc.schema import Domain, FailedVM, FlushProgress, FlushRequest, LockEntry, MovedVM, Paths
+from pvc.zk_lock import QueueLock
+
+FINAL = ("done", "cancelled")
+
+
+class NodeOperations:
+    def __init__(self, ctx: DaemonContext, hypervisor) -> None:
+        self.ctx = ctx
+        self.zk = ctx.zk
+        self.hv = hypervisor
+        self.me = ctx.node
+        self.log = ctx.log.bind(role="flush")
+        self.request: FlushRequest | None = None
+        self._request_changed = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._progress: FlushProgress | None = None
+
+    def _key(self, key: str) -> str:
+        return Paths.node_key(self.me, key)
+
+    # -- wiring --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.zk.on_session_lost(self._session_lost)
+        data = await self.zk.get_data(self._key("flush_progress"))
+        self._progress = FlushProgress.decode(data) if data else None
+        self.zk.watch_data(self._key("flush_request"), self._on_request)
+        while True:
+            await self._request_changed.wait()
+            self._request_changed.clear()
+            req = self.request
+            if req is None or (self._progress and self._progress.id == req.id and self._progress.status in FINAL):
+                continue
+            if self._task and not self._task.done():
+                continue  # the running operation picks the newer request up itself
+            self._task = asyncio.create_task(self._process(), name="flush")
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                if not self._task.cancelled():
+                    raise
+                await self.zk.connected.wait()
+                self._request_changed.set()  # session renewed: run what is still pending
+            except (Unavailable, PvcError) as exc:
+                self.log.warning("flush_retry", error=str(exc))
+                await asyncio.sleep(1)
+                self._request_changed.set()
+
+    def _on_request(self, data: bytes | None, _version: int) -> None:
+        if data:
+            try:
+                self.request = FlushRequest.decode(data)
+            except msgspec.DecodeError:
+                self.log.error("bad_flush_request")
+                return
+            self._request_changed.set()
+
+    def _session_lost(self) -> None:
+        if self._task and not self._task.done():
+            self.log.warning("flush_lock_lost_with_session")
+            self._task.cancel()
+
+    # -- the operation -------------------------------------------------------------------------
+
+    async def _process(self) -> None:
+        req = self.request
+        lock = QueueLock(self.zk, Paths.flush_lock, LockEntry(node=self.me, op=req.op, id=req.id).encode())
+        await self._begin(req, "queued")
+        await lock.enqueue()
+        try:
+            while not await self._until_newer(lock.acquire(), req):
+                await self._report(status="cancelled", message=f"superseded by a {self.request.op} request")
+                req = self.request
+                await lock.update(LockEntry(node=self.me, op=req.op, id=req.id).encode())
+                await self._begin(req, "queued")
+            while True:
+                await self._report(status="running")
+                cancel = asyncio.Event()
+                run = asyncio.create_task(self._execute(req, cancel))
+                if await self._until_newer(run, req, cancel):
+                    break
+                await self._report(status="cancelled", message=f"cancelled by a {self.request.op} request")
+                req = self.request
+                await lock.update(LockEntry(node=self.me, op=req.op, id=req.id).encode())
+                await self._begin(req, "running")
+        finally:
+            await asyncio.shield(self._release(lock))
+
+    async def _release(self, lock: QueueLock) -> None:
+        try:
+            await lock.release()
+        except (Unavailable, PvcError):
+            pass  # the session is gone: so is the lock entry
+
+    async def _until_newer(self, work, req: FlushRequest, cancel: asyncio.Event | None = None) -> bool:
+        """Run ``work`` until it ends (True) or a newer request arrives (False). With ``cancel``,
+        the work is asked to wind down and awaited; without, it is cancelled."""
+        task = work if isinstance(work, asyncio.Task) else asyncio.ensure_future(work)
+        while not task.done():
+            self._request_changed.clear()
+            if self.request.id != req.id:
+                if cancel is None:
+                    task.cancel()
+                    try:
+                        await task
+                    except asyncio.CancelledError:
+                        pass
+                else:
+                    cancel.set()
+                    await task
+                return False
+            changed = asyncio.ensure_future(self._request_changed.wait())
+            await asyncio.wait([task, changed], return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+        task.result()
+        return True
+
+    async def _begin(self, req: FlushRequest, status: str) -> None:
+        await self.zk.put(self._key("domain_state"), b"flush" if req.op == "flush" else b"unflush")
+        self._progress = FlushProgress(id=req.id, op=req.op, status=status)
+        await self._write_progress()
+
+    async def _report(self, **changes) -> None:
+        self._progress = msgspec.structs.replace(self._progress, **changes)
+        await self._write_progress()
+
+    async def _write_progress(self) -> None:
+        await self.zk.put(self._key("flush_progress"), self._progress.encode())
+
+    async def _execute(self, req: FlushRequest, cancel: asyncio.Event) -> None:
+        log = self.log.bind(op=req.op, id=req.id)
+        started = time.monotonic()
+        if req.op == "flush":
+            nodes = [n.candidate() for n in await store.list_nodes(self.zk)]
+            moves = plan_flush(list(self.hv.records.values()), self.me, nodes, await store.default_selector(self.zk))
+        else:
+            moves = plan_ready(list(self.hv.records.values()), self.me)
+        await self._report(total=len(moves), started=time.time())
+        log.info("node_operation_started", vms=len(moves))
+        queue: asyncio.Queue[Move] = asyncio.Queue()
+        for move in moves:
+            queue.put_nowait(move)
+
+        async def worker() -> None:
+            while not queue.empty() and not cancel.is_set():
+                await self._move(queue.get_nowait(), req.op)
+
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(max(1, self.ctx.config.vm.flush_concurrency)):
+                tg.create_task(worker())
+        if cancel.is_set():
+            return
+        if req.op == "ready":
+            await self._autostart()
+        await self.zk.put(self._key("domain_state"), b"flushed" if req.op == "flush" else b"ready")
+        await self._report(status="done", finished=time.time())
+        log.info("node_operation_done", moved=len(self._progress.moved), failed=len(self._progress.failed),
+                 seconds=round(time.monotonic() - started, 3))
+
+    async def _move(self, move: Move, op: str) -> None:
+        if not move.target:
+            await self._unmovable(move)
+            return
+        if move.live:
+            ok = await self._update(move.uuid, lambda d: _migrate_request(d, move, op, self.me))
+            if ok is None:
+                return
+            cfg = self.ctx.config.vm
+            outcome = await self.hv.wait_record(
+                move.uuid, lambda d: vm_states.migration_outcome(d, move.target),
+                timeout=cfg.shutdown_timeout + 120,
+            )
+            error = outcome[1] if outcome else "timed out waiting for the migration"
+        else:
+            ok = await self._update(move.uuid, lambda d: _reassign(d, move, op, self.me))
+            if ok is None:
+                return
+            error = ""
+        if error:
+            await self._report(failed=[*self._progress.failed, FailedVM(move.name, error)])
+        else:
+            await self._report(moved=[*self._progress.moved, MovedVM(move.name, move.target)])
+
+    async def _unmovable(self, move: Move) -> None:
+        policy = self.ctx.config.vm.flush_unmovable_policy
+        reason = move.reason
+        if move.live and policy == "shutdown":
+            await self._update(move.uuid, lambda d: msgspec.structs.replace(d, state="shutdown")
+                               if d.node == self.me and d.state == "start" else None)
+            reason += "; shut down (policy shutdown)"
+        elif move.live:
+            reason += "; left running (policy leave)"
+        await self._report(failed=[*self._progress.failed, FailedVM(move.name, reason)])
+
+    async def _autostart(self) -> None:
+        for dom in list(self.hv.records.values()):
+            if dom.node == self.me and dom.autostart and dom.state == "stop":
+                await self._update(dom.uuid, lambda d: msgspec.structs.replace(d, state="start", failed_reason="")
+                                   if d.node == self.me and d.state == "stop" else None)
+
+    async def _update(self, uuid: str, change):
+        try:
+            return await store.update_domain(self.zk, uuid, change)
+        except PvcError as exc:
+            if isinstance(exc, Unavailable):
+                raise
+            return None  # undefined meanwhile
+
+
+def _migrate_request(d: Domain, move: Move, op: str, me: str) -> Domain | None:
+    if op == "flush":
+        if d.node != me or d.state not in ("start", "restart"):
+            return None
+        return msgspec.structs.replace(d, state="migrate", target_node=move.target, previous_node=me, failed_reason="")
+    if d.previous_node != me or d.node == me or d.state != "start":
+        return None
+    return msgspec.structs.replace(d, state="migrate", target_node=me, previous_node="", failed_reason="")
+
+
+def _reassign(d: Domain, move: Move, op: str, me: str) -> Domain | None:
+    if d.state in ("start", "restart", "migrate"):
+        return None
+    if op == "flush":
+        return msgspec.structs.replace(d, node=move.target, previous_node=me) if d.node == me else None
+    return msgspec.structs.replace(d, node=me, previous_node="") if d.previous_node == me else None

@@ -1,0 +1,78 @@
+"""A real guest through pvc: sample-vm, start, shutdown (ACPI), stop (power off), restart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.system.conftest import POWER_OFF
+
+pytestmark = pytest.mark.system
+
+
+def test_qemu_nodes_publish_migration_uris_and_share_one_console_directory(qemu_cluster):
+    nodes = [qemu_cluster.dev.node(n) for n in qemu_cluster.nodes]
+    uris = [n.migration_uri for n in nodes]
+    assert all(u.startswith("qemu+tcp://127.0.0.1:") for u in uris) and len(set(uris)) == len(uris)
+    assert len({n.console_log_directory for n in nodes}) == 1
+    for node in nodes:  # each libvirtd answers on its migration URI (what peers connect to)
+        out = subprocess.run(["virsh", "-c", node.migration_uri, "uri"], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+
+
+def test_sample_vm_prints_a_qemu_guest_logging_to_the_console_directory(qemu_cluster):
+    out = subprocess.run([sys.executable, "-m", "pvc.devcluster", "sample-vm", "sample", "--workdir",
+                          str(qemu_cluster.dev.workdir)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    root = ET.fromstring(out.stdout)
+    assert root.get("type") == "qemu" and root.findtext("name") == "sample"
+    log = root.find("devices/serial/log")
+    console_dir = qemu_cluster.dev.node("hv1").console_log_directory
+    assert log.get("file") == f"{console_dir}/sample.log" and log.get("append") == "on"
+    assert Path(root.findtext("os/kernel")).is_file() and Path(root.findtext("os/initrd")).is_file()
+
+
+def test_start_then_shutdown_powers_the_guest_off_through_acpi(qemu_cluster):
+    c = qemu_cluster
+    c.start_guest("life1", "hv1")
+    vm = c.assert_matches_libvirt("life1")
+    assert vm["node"] == "hv1" and vm["libvirt_state"] == "running"
+    assert "Linux version" in c.console("life1")  # the real kernel booted on the serial console
+
+    c.pvc("vm", "shutdown", "life1", "--wait")
+    vm = c.assert_matches_libvirt("life1")
+    assert vm["state"] == "stop" and vm["failed_reason"] == ""
+    # The guest powered itself off (not the shutdown timeout policy forcing it).
+    assert c.console("life1").count(POWER_OFF) == 1
+
+
+def test_stop_powers_off_without_asking_the_guest(qemu_cluster):
+    c = qemu_cluster
+    c.start_guest("life2", "hv2")
+    c.pvc("vm", "stop", "life2", "--wait")
+    vm = c.assert_matches_libvirt("life2")
+    assert vm["state"] == "stop"
+    assert POWER_OFF not in c.console("life2")
+
+    c.pvc("vm", "start", "life2", "--wait")  # and it comes back: a second boot
+    c.assert_matches_libvirt("life2")
+    c.wait_ticks("life2", 1)
+    assert c.boots("life2") == 2
+
+
+def test_restart_reboots_the_guest_on_its_node(qemu_cluster):
+    c = qemu_cluster
+    c.start_guest("life3", "hv3")
+    c.pvc("vm", "restart", "life3", "--wait")
+    vm = c.assert_matches_libvirt("life3")
+    assert vm["node"] == "hv3" and vm["libvirt_state"] == "running"
+    c.wait_ticks("life3", 1)
+    console = c.console("life3")
+    assert console.count(POWER_OFF) == 1 and c.boots("life3") == 2
+
+    c.pvc("vm", "stop", "life3", "--wait")
+    c.assert_matches_libvirt("life3")
