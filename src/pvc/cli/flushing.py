@@ -49,6 +49,8 @@ async def request_operation(zk, node: str, op: str, wait: bool) -> int:
         zk.watch_data(Paths.node_key(node, "alive"), lambda d, _v: events.put_nowait(("alive", d))),
     ]
     try:
+        # The node is marked at once, so a flush already running elsewhere stops choosing it as a target.
+        await zk.put(Paths.node_key(node, "domain_state"), b"flush" if op == "flush" else b"unflush")
         await zk.put(Paths.node_key(node, "flush_request"), request.encode())
         return await _follow(zk, node, op, request.id, wait, events, loop)
     finally:

@@ -183,6 +183,8 @@ class NodeOperations:
                  seconds=round(time.monotonic() - started, 3))
 
     async def _move(self, move: Move, op: str) -> None:
+        if op == "flush" and move.target:
+            move = await self._recheck_target(move)
         if not move.target:
             await self._unmovable(move)
             return
@@ -205,6 +207,19 @@ class NodeOperations:
             await self._report(failed=[*self._progress.failed, FailedVM(move.name, error)])
         else:
             await self._report(moved=[*self._progress.moved, MovedVM(move.name, move.target)])
+
+    async def _recheck_target(self, move: Move) -> Move:
+        """The plan is made when the lock is taken; a flush requested since then makes its node
+        unfit as a target (its VMs would move twice). Re-place the VM if so."""
+        view = await store.get_node(self.zk, move.target)
+        if view.domain_state == "ready" and view.daemon_state == "run":
+            return move
+        dom = self.hv.records.get(move.uuid)
+        if dom is None:
+            return move
+        nodes = [n.candidate() for n in await store.list_nodes(self.zk)]
+        replanned = plan_flush([dom], self.me, nodes, await store.default_selector(self.zk))
+        return replanned[0] if replanned else move
 
     async def _unmovable(self, move: Move) -> None:
         policy = self.ctx.config.vm.flush_unmovable_policy
