@@ -1,0 +1,114 @@
+"""Live migration through pvc against libvirt alone, on the same pair of libvirtd instances.
+
+Starts a 2-node qemu-mode dev cluster and boots two identical tiny guests (pvc.devcluster.guest):
+"bench-pvc", managed by pvc, and "bench-virsh", created in libvirt directly and unknown to pvc.
+(One guest cannot serve both: after a virsh migration pvc's record would name the wrong node, and
+its daemon would start the VM a second time there.) Each round moves both guests hv1 -> hv2 -> hv1:
+
+    pvc:   pvc vm migrate bench-pvc --target hv2 --wait   /   pvc vm unmigrate bench-pvc --wait
+    virsh: virsh -c <hv1> migrate --live bench-virsh <hv2 migration URI> tcp://127.0.0.1   (and back)
+
+alternating which goes first, and prints the medians and their ratio (aim: pvc / virsh <= 1.10).
+Both are wall-clock times of the command as a user runs it (pvc's include its Python start-up).
+
+    python bench/bench_live_migration.py [--rounds 5] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pvc.devcluster import guest
+from pvc.devcluster.cluster import DevCluster
+
+
+def timed(*cmd: str, env: dict | None = None) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
+    return elapsed
+
+
+def wait_ticking(dev: DevCluster, name: str, timeout: float = 90) -> None:
+    log = Path(dev.node("hv1").console_log_directory) / f"{name}.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and guest.TICK in log.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    sys.exit(f"{name} did not boot within {timeout} s")
+
+
+def run(rounds: int, workdir: Path) -> None:
+    if reason := guest.qemu_missing():
+        sys.exit(f"QEMU cannot run here: {reason}")
+    dev = DevCluster(workdir)
+    dev.up(nodes=2, hypervisor="qemu")
+    try:
+        env = {**os.environ, "PVC_ZOOKEEPER": dev.state.zookeeper}
+        pvc = shutil.which("pvc") or "pvc"
+        hv1, hv2 = dev.node("hv1"), dev.node("hv2")
+        console = hv1.console_log_directory
+        (workdir / "bench-pvc.xml").write_text(guest.domain_xml("bench-pvc", console))
+        (workdir / "bench-virsh.xml").write_text(guest.domain_xml("bench-virsh", console))
+        timed(pvc, "vm", "define", str(workdir / "bench-pvc.xml"), "--target", "hv1", env=env)
+        timed(pvc, "vm", "start", "bench-pvc", "--wait", env=env)
+        timed("virsh", "-c", hv1.libvirt_uri, "create", str(workdir / "bench-virsh.xml"))
+        for name in ("bench-pvc", "bench-virsh"):
+            wait_ticking(dev, name)
+
+        def virsh_migrate(src, dst) -> float:
+            return timed("virsh", "-c", src.libvirt_uri, "migrate", "--live", "bench-virsh",
+                         dst.migration_uri, "tcp://127.0.0.1")
+
+        legs = {
+            "pvc": [lambda: timed(pvc, "vm", "migrate", "bench-pvc", "--target", "hv2", "--wait", env=env),
+                    lambda: timed(pvc, "vm", "unmigrate", "bench-pvc", "--wait", env=env)],
+            "virsh": [lambda: virsh_migrate(hv1, hv2), lambda: virsh_migrate(hv2, hv1)],
+        }
+        times: dict[str, list[float]] = {"pvc": [], "virsh": []}
+        for r in range(rounds):
+            order = ("pvc", "virsh") if r % 2 == 0 else ("virsh", "pvc")
+            for leg in range(2):  # there, then back
+                for tool in order:
+                    times[tool].append(legs[tool][leg]())
+            print(f"round {r + 1}: pvc {times['pvc'][-2]:.2f}/{times['pvc'][-1]:.2f} s, "
+                  f"virsh {times['virsh'][-2]:.2f}/{times['virsh'][-1]:.2f} s (there/back)", flush=True)
+        cli_floor = statistics.median(timed(pvc, "vm", "info", "bench-pvc", env=env) for _ in range(5))
+
+        pvc_median, virsh_median = statistics.median(times["pvc"]), statistics.median(times["virsh"])
+        print(f"\nlive migration of a 128 MiB TCG guest, {rounds} rounds x 2 legs each:")
+        print(f"  pvc vm migrate/unmigrate --wait: median {pvc_median:.3f} s  "
+              f"(min {min(times['pvc']):.3f}, max {max(times['pvc']):.3f})")
+        print(f"  virsh migrate --live:            median {virsh_median:.3f} s  "
+              f"(min {min(times['virsh']):.3f}, max {max(times['virsh']):.3f})")
+        print(f"  ratio of medians pvc / virsh:    {pvc_median / virsh_median:.3f}  (aim <= 1.10)")
+        print(f"  for scale, `pvc vm info` (CLI start-up + one read): median {cli_floor:.3f} s")
+    finally:
+        dev.down()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary directory")
+    args = parser.parse_args()
+    if args.workdir:
+        run(args.rounds, args.workdir.absolute())
+    else:
+        with tempfile.TemporaryDirectory(prefix="pvc-bench-") as tmp:
+            run(args.rounds, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
