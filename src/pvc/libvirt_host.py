@@ -43,7 +43,14 @@ _event_impl_loop: asyncio.AbstractEventLoop | None = None
 
 
 class LibvirtError(Exception):
-    pass
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def unsupported(self) -> bool:
+        """The driver cannot do this at all (e.g. the test driver and migration)."""
+        return self.code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED)
 
 
 @dataclass(frozen=True)
@@ -189,7 +196,7 @@ class LibvirtHost:
         try:
             await asyncio.to_thread(run)
         except libvirt.libvirtError as exc:
-            raise LibvirtError(exc.get_error_message()) from None
+            raise LibvirtError(exc.get_error_message(), exc.get_error_code()) from None
 
     @staticmethod
     def _prepare_serial_log(xml: str) -> None:

@@ -183,13 +183,19 @@ async def list_domains(zk: ZK) -> list[Domain]:
 
 
 async def update_domain(
-    zk: ZK, uuid: str, change: Callable[[Domain], Domain | None], attempts: int = 50
+    zk: ZK, uuid: str, change: Callable[[Domain], Domain | None], attempts: int = 50,
+    known: tuple[Domain, int] | None = None,
 ) -> tuple[Domain, int] | None:
     """Read-modify-write a domain record with its version (no lost updates between CLI and daemons).
 
-    ``change`` returns the new record, or None to leave it alone. Returns (record, new version)."""
+    ``change`` returns the new record, or None to leave it alone. Returns (record, new version).
+    ``known`` is a record and version already in hand (a daemon's watch cache): tried first, it
+    saves the read; a stale one just costs the read after all."""
     for _ in range(attempts):
-        dom, version = await read_domain(zk, uuid)
+        if known is not None:
+            (dom, version), known = known, None
+        else:
+            dom, version = await read_domain(zk, uuid)
         new = change(dom)
         if new is None:
             return None

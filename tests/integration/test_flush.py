@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -174,47 +175,81 @@ def test_wait_reports_the_lock_and_follows(cluster4):
     c = cluster4
     c.define_many("lk1-", 40, "hv1")
     c.define_many("lk2-", 2, "hv2")
+    held = HeldLock(c)
     first = subprocess.Popen(["pvc", "node", "flush", "hv1", "--wait"], env=c.env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_until(lambda: progress(c, "hv1").get("status") == "running", timeout=30)
-    second = c.pvc("node", "flush", "hv2", "--wait", timeout=120)
-    assert "Waiting: the flush lock is held by node hv1 (flush)" in second.stderr
-    assert "number 1 in the queue" in second.stderr
-    assert "lk2-000 -> " in second.stdout and "Node hv2 is flushed" in second.stdout
-    out, err = first.communicate(timeout=120)
-    assert first.returncode == 0, err
+    wait_until(lambda: progress(c, "hv1").get("status") == "queued", timeout=30)
+    second = subprocess.Popen(["pvc", "node", "flush", "hv2", "--wait"], env=c.env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(lambda: progress(c, "hv2").get("status") == "queued", timeout=30)
+    time.sleep(0.5)
+    held.release()
+    out2, err2 = second.communicate(timeout=120)
+    out1, err1 = first.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, (err1, err2)
+    # Told who holds the lock and where it stands, and again as the queue moved.
+    assert "Waiting: the flush lock is held by node maintenance (flush); this request is number 1" in err1
+    assert "Waiting: the flush lock is held by node maintenance (flush); this request is number 2" in err2
+    assert "Waiting: the flush lock is held by node hv1 (flush); this request is number 1" in err2
+    # Then followed the flush VM by VM.
+    assert "lk1-000 -> " in out1 and "Node hv1 is flushed" in out1
+    assert "lk2-000 -> " in out2 and "Node hv2 is flushed" in out2
     assert progress(c, "hv1")["finished"] <= progress(c, "hv2")["started"]
     for node in ("hv1", "hv2"):
         c.pvc("node", "ready", node, "--wait")
 
 
+class Frozen:
+    """Pause some nodes' daemons (SIGSTOP) for less than the session timeout: a migration to them
+    stays in flight, which holds a flush at a known point."""
+
+    def __init__(self, cluster, nodes):
+        self.pids = [cluster.dev.node(n).pvcd_pid for n in nodes]
+
+    def __enter__(self):
+        for pid in self.pids:
+            os.kill(pid, signal.SIGSTOP)
+        return self
+
+    def __exit__(self, *exc):
+        for pid in self.pids:
+            os.kill(pid, signal.SIGCONT)
+
+
 def test_ready_during_flush_cancels_it(cluster4):
     c = cluster4
-    names = c.define_many("cx", 60, "hv3")
-    flushing = subprocess.Popen(["pvc", "node", "flush", "hv3", "--wait"], env=c.env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_until(lambda: len(progress(c, "hv3").get("moved", [])) >= 2, timeout=30)
+    names = c.define_many("cx", 10, "hv3")
+    base = len(c.running_on("hv3"))
+    with Frozen(c, ["hv1", "hv2", "hv4"]):
+        flushing = subprocess.Popen(["pvc", "node", "flush", "hv3", "--wait"], env=c.env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # The first VM has left hv3 and waits for its (paused) target: the flush is mid-way.
+        wait_until(lambda: progress(c, "hv3").get("status") == "running" and len(c.running_on("hv3")) < base)
+        c.pvc("node", "ready", "hv3")
     ready = c.pvc("node", "ready", "hv3", "--wait", timeout=120)
     assert "Node hv3 is ready" in ready.stdout
     out, err = flushing.communicate(timeout=60)
     assert flushing.returncode != 0 and "cancelled by a ready request" in err
     assert node_state(c, "hv3") == "ready"
-    # Everything is home, each VM once, none lost.
+    # The flush stopped after the VM in flight: the rest never left. Everything is home, once.
     assert set(names) <= c.running_on("hv3")
     assert_each_vm_once(c, names)
-    assert all(c.vm(n)["previous_node"] == "" for n in names[:3])
+    assert all(c.vm(n)["previous_node"] == "" for n in names)
 
 
 def test_kill9_of_flushing_daemon_frees_the_lock(cluster4):
     c = cluster4
-    names = c.define_many("kd", 60, "hv1")
+    names = c.define_many("kd", 10, "hv1")
     others = c.define_many("ko", 2, "hv2")
-    c.pvc("node", "flush", "hv1")
-    wait_until(lambda: len(progress(c, "hv1").get("moved", [])) >= 2, timeout=30)
-    c.pvc("node", "flush", "hv2")  # queued behind hv1
-    c.dev.stop_node("hv1", signal.SIGKILL)
+    base = len(c.running_on("hv1"))
+    with Frozen(c, ["hv3", "hv4"]):
+        c.pvc("node", "flush", "hv1")
+        wait_until(lambda: progress(c, "hv1").get("status") == "running" and len(c.running_on("hv1")) < base)
+        c.pvc("node", "flush", "hv2")  # queued behind hv1
+        c.dev.stop_node("hv1", signal.SIGKILL)
     # hv1's session ends, its lock entry goes, and the queued flush proceeds.
     wait_until(lambda: progress(c, "hv2").get("status") == "done", timeout=60)
+    assert not progress(c, "hv2")["failed"]
     assert not c.running_on("hv2") & set(others)
     # The half-flushed node is visible as such.
     assert node_state(c, "hv1") == "flush"

@@ -79,6 +79,9 @@ async def _follow(zk, node, op, request_id, wait, events, loop) -> int:
                 raise PvcError(f"node {node}'s daemon stopped during the {op}; run it again once the node is back")
             if kind == "lock" or (kind == "progress" and data):
                 progress = await _progress(zk, node)
+                if progress and progress.id != request_id and picked_up:
+                    # A later request took over (its record replaced ours before we read it).
+                    raise PvcError(f"the {op} of node {node} was cancelled by a {progress.op} request")
                 if not progress or progress.id != request_id:
                     continue
                 if not picked_up:

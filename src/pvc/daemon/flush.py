@@ -104,10 +104,12 @@ class NodeOperations:
                 run = asyncio.create_task(self._execute(req, cancel))
                 if await self._until_newer(run, req, cancel):
                     break
+                # Say so at once; the VMs in flight finish (their outcome is no longer reported).
                 await self._report(status="cancelled", message=f"cancelled by a {self.request.op} request")
                 req = self.request
                 await lock.update(LockEntry(node=self.me, op=req.op, id=req.id).encode())
                 await self._begin(req, "running")
+                await run
         finally:
             await asyncio.shield(self._release(lock))
 
@@ -119,7 +121,7 @@ class NodeOperations:
 
     async def _until_newer(self, work, req: FlushRequest, cancel: asyncio.Event | None = None) -> bool:
         """Run ``work`` until it ends (True) or a newer request arrives (False). With ``cancel``,
-        the work is asked to wind down and awaited; without, it is cancelled."""
+        the work is asked to wind down (the caller awaits it); without, it is cancelled."""
         task = work if isinstance(work, asyncio.Task) else asyncio.ensure_future(work)
         while not task.done():
             self._request_changed.clear()
@@ -132,7 +134,6 @@ class NodeOperations:
                         pass
                 else:
                     cancel.set()
-                    await task
                 return False
             changed = asyncio.ensure_future(self._request_changed.wait())
             await asyncio.wait([task, changed], return_when=asyncio.FIRST_COMPLETED)
@@ -154,6 +155,7 @@ class NodeOperations:
 
     async def _execute(self, req: FlushRequest, cancel: asyncio.Event) -> None:
         log = self.log.bind(op=req.op, id=req.id)
+        await self.hv.synced.wait()  # plan from every VM, not from the ones read so far
         started = time.monotonic()
         if req.op == "flush":
             nodes = [n.candidate() for n in await store.list_nodes(self.zk)]
@@ -168,7 +170,7 @@ class NodeOperations:
 
         async def worker() -> None:
             while not queue.empty() and not cancel.is_set():
-                await self._move(queue.get_nowait(), req.op)
+                await self._move(queue.get_nowait(), req.op, cancel)
 
         async with asyncio.TaskGroup() as tg:
             for _ in range(max(1, self.ctx.config.vm.flush_concurrency)):
@@ -182,7 +184,7 @@ class NodeOperations:
         log.info("node_operation_done", moved=len(self._progress.moved), failed=len(self._progress.failed),
                  seconds=round(time.monotonic() - started, 3))
 
-    async def _move(self, move: Move, op: str) -> None:
+    async def _move(self, move: Move, op: str, cancel: asyncio.Event) -> None:
         if op == "flush" and move.target:
             move = await self._recheck_target(move)
         if not move.target:
@@ -203,6 +205,8 @@ class NodeOperations:
             if ok is None:
                 return
             error = ""
+        if cancel.is_set():
+            return  # the progress record belongs to the operation that replaced this one
         if error:
             await self._report(failed=[*self._progress.failed, FailedVM(move.name, error)])
         else:
@@ -239,12 +243,7 @@ class NodeOperations:
                                    if d.node == self.me and d.state == "stop" else None)
 
     async def _update(self, uuid: str, change):
-        try:
-            return await store.update_domain(self.zk, uuid, change)
-        except PvcError as exc:
-            if isinstance(exc, Unavailable):
-                raise
-            return None  # undefined meanwhile
+        return await self.hv.update(uuid, change)  # None: nothing to change, or undefined meanwhile
 
 
 def _migrate_request(d: Domain, move: Move, op: str, me: str) -> Domain | None:

@@ -42,7 +42,8 @@ class NodePresence:
         await self.set_state("init")
         if await zk.get_data(self._key("domain_state")) is None:
             await zk.put(self._key("domain_state"), b"ready")
-        await zk.put(self._key("coordinator_state"), b"client")
+        if not cfg.is_coordinator:  # a coordinator's state belongs to its coordinator role
+            await zk.put(self._key("coordinator_state"), b"client")
         zk.on_session_renewed(self._reassert)
 
     async def _reassert(self) -> None:

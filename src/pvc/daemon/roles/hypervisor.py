@@ -14,9 +14,10 @@ import time
 import msgspec
 
 from pvc import store
+from pvc.daemon.console_tailer import ConsoleTailer
 from pvc.daemon.context import DaemonContext
 from pvc.daemon.flush import NodeOperations
-from pvc.errors import PvcError, Unavailable
+from pvc.errors import NotFound, PvcError, Unavailable
 from pvc.libvirt_host import EVENT_CRASHED, EVENT_STARTED, EVENT_STOPPED, STOPPED_MIGRATED, LibvirtError, LibvirtHost
 from pvc.reconcile import Step, decide, unexpected_stop
 from pvc.schema import Domain, NodeInfo, Paths
@@ -37,6 +38,7 @@ class HypervisorRole:
         self.me = ctx.node
         self.log = ctx.log.bind(role="hypervisor")
         self.records: dict[str, Domain] = {}
+        self.versions: dict[str, int] = {}  # ZooKeeper version of each cached record
         ctx.services["domains"] = self.records
         ctx.services["hypervisor"] = self
         self._watches: dict[str, asyncio.Task] = {}
@@ -51,9 +53,13 @@ class HypervisorRole:
         # Components that follow "this VM is assigned here and runs here" (the console-log tailer):
         # objects with ``async vm_here(dom)`` and ``async vm_gone(uuid)``. vm_gone runs before a
         # migration hands the VM to another node, so the next node continues what this one wrote.
-        self.residency_hooks: list = []
+        self.residency_hooks: list = [ConsoleTailer(self)]
         self._here: set[str] = set()
+        self._no_live_migration: set[str] = set()  # target URIs this libvirt cannot migrate to at all
         self._waiters: dict[str, set[asyncio.Future]] = {}
+        # Set once every VM record has been read: decisions about all VMs (flush plans) wait for it.
+        self.synced = asyncio.Event()
+        self._unsynced: set[str] | None = None
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -102,24 +108,38 @@ class HypervisorRole:
 
     def _on_domain_list(self, uuids: list[str] | None) -> None:
         current = set(uuids or ())
+        if self._unsynced is None:
+            self._unsynced = set(current)
+            self._check_synced()
         for uuid in list(self._watches):
             if uuid not in current:
                 self._watches.pop(uuid).cancel()
                 self.records.pop(uuid, None)
+                self.versions.pop(uuid, None)
+                if self._unsynced:
+                    self._unsynced.discard(uuid)
+                    self._check_synced()
         for uuid in current - self._watches.keys():
             self._watches[uuid] = self.zk.watch_data(
-                Paths.domain(uuid), lambda data, version, u=uuid: self._on_record(u, data)
+                Paths.domain(uuid), lambda data, version, u=uuid: self._on_record(u, data, version)
             )
 
-    def _on_record(self, uuid: str, data: bytes | None) -> None:
+    def _on_record(self, uuid: str, data: bytes | None, version: int = -1) -> None:
         if data is None:
             self.records.pop(uuid, None)
+            self.versions.pop(uuid, None)
         else:
+            if version < self.versions.get(uuid, -1):
+                return  # older than what our own write already cached
             try:
                 self.records[uuid] = Domain.decode(data)
+                self.versions[uuid] = version
             except msgspec.DecodeError as exc:
                 self.log.error("bad_domain_record", vm=uuid, error=str(exc))
                 return
+        if self._unsynced:
+            self._unsynced.discard(uuid)
+            self._check_synced()
         for waiter in self._waiters.pop(uuid, ()):
             if not waiter.done():
                 waiter.set_result(None)
@@ -146,6 +166,11 @@ class HypervisorRole:
                 await asyncio.wait_for(waiter, remaining)
             except asyncio.TimeoutError:
                 return None
+
+    def _check_synced(self) -> None:
+        if not self._unsynced and not self.synced.is_set():
+            self.synced.set()
+            self.log.info("domains_synced", count=len(self.records))
 
     def kick(self, uuid: str) -> None:
         self._dirty.add(uuid)
@@ -190,16 +215,19 @@ class HypervisorRole:
         log.info("vm_step", state=dom.state)
         await getattr(self, f"_do_{step.value}")(dom)
 
-    async def _update(self, uuid: str, change) -> Domain | None:
+    def cached(self, uuid: str) -> tuple[Domain, int] | None:
+        dom = self.records.get(uuid)
+        return (dom, self.versions[uuid]) if dom is not None and uuid in self.versions else None
+
+    async def update(self, uuid: str, change) -> Domain | None:
+        """A versioned write starting from the watch cache; the cache takes the result at once."""
         try:
-            result = await store.update_domain(self.zk, uuid, change)
-        except PvcError as exc:
-            if "unknown VM" in str(exc):
-                return None
-            raise
+            result = await store.update_domain(self.zk, uuid, change, known=self.cached(uuid))
+        except NotFound:
+            return None
         if result is None:
             return None
-        self.records[uuid] = result[0]
+        self.records[uuid], self.versions[uuid] = result
         return result[0]
 
     async def _record_unexpected_stop(self, uuid: str, state: str, reason: str) -> None:
@@ -210,7 +238,7 @@ class HypervisorRole:
                 return None
             return _replace(d, state=state, failed_reason=reason, libvirt_state="shutoff", target_node="")
 
-        await self._update(uuid, change)
+        await self.update(uuid, change)
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -224,7 +252,7 @@ class HypervisorRole:
                 raise
             reason = f"start failed on {self.me}: {exc}"
             self.log.error("vm_start_failed", vm=dom.name, error=str(exc))
-            await self._update(dom.uuid, lambda d: _replace(d, state="fail", failed_reason=reason, libvirt_state="shutoff")
+            await self.update(dom.uuid, lambda d: _replace(d, state="fail", failed_reason=reason, libvirt_state="shutoff")
                                if d.node == self.me and d.state in ("start", "restart", "migrate") else None)
             return
         await self._do_record_running(dom)
@@ -235,7 +263,7 @@ class HypervisorRole:
                 return None
             return _replace(d, state="start", libvirt_state=self.host.state(d.uuid), failed_reason="", target_node="")
 
-        await self._update(dom.uuid, change)
+        await self.update(dom.uuid, change)
 
     async def _do_record_stopped(self, dom: Domain) -> None:
         def change(d: Domain) -> Domain | None:
@@ -243,7 +271,7 @@ class HypervisorRole:
                 return None
             return _replace(d, state="stop" if d.state == "shutdown" else d.state, libvirt_state="shutoff")
 
-        await self._update(dom.uuid, change)
+        await self.update(dom.uuid, change)
 
     async def _do_destroy(self, dom: Domain) -> None:
         self._expect_stop.add(dom.uuid)
@@ -284,7 +312,7 @@ class HypervisorRole:
             self._expect_stop.discard(uuid)
             reason = f"shutdown timed out after {cfg.shutdown_timeout:g} s; left running (policy abort)"
             self.log.warning("vm_shutdown_timeout_left_running", vm=dom.name)
-            await self._update(uuid, lambda d: _replace(d, state="start", failed_reason=reason, target_node="")
+            await self.update(uuid, lambda d: _replace(d, state="start", failed_reason=reason, target_node="")
                                if d.node == self.me else None)
             return False
         finally:
@@ -307,13 +335,14 @@ class HypervisorRole:
     async def _do_hand_over(self, dom: Domain) -> None:
         """The VM is off here: reassign it; the target's daemon starts it."""
         await self._leaving(dom.uuid)
-        await self._update(dom.uuid, lambda d: _replace(d, node=d.target_node, target_node="", state="start",
+        await self.update(dom.uuid, lambda d: _replace(d, node=d.target_node, target_node="", state="start",
                                                         libvirt_state="shutoff")
                            if d.node == self.me and d.state == "migrate" and d.target_node else None)
 
     async def _do_migrate(self, dom: Domain) -> None:
         target = await self.target_info(dom.target_node)
-        if (dom.migration_method or "live") == "live" and target and target.migration_uri:
+        if ((dom.migration_method or "live") == "live" and target and target.migration_uri
+                and target.migration_uri not in self._no_live_migration):
             if await self._migrate_live(dom, target):
                 return
         await self._migrate_by_shutdown(dom)
@@ -326,6 +355,8 @@ class HypervisorRole:
             await self.host.migrate_live(uuid, target.migration_uri, target.migration_address)
         except LibvirtError as exc:
             self.log.info("vm_live_migration_failed", vm=dom.name, target=target.name, error=str(exc))
+            if exc.unsupported:
+                self._no_live_migration.add(target.migration_uri)
         if self.host.is_running(uuid):
             self._expect_stop.discard(uuid)
             return False  # still here: fall back to a shutdown migration
@@ -333,12 +364,12 @@ class HypervisorRole:
         there = LibvirtHost.remote_is_running(target.migration_uri, uuid)
         await self._leaving(uuid)
         if there:
-            await self._update(uuid, lambda d: _replace(d, node=target.name, target_node="", state="start",
+            await self.update(uuid, lambda d: _replace(d, node=target.name, target_node="", state="start",
                                                         libvirt_state="running", failed_reason="")
                                if d.node == self.me else None)
         else:
             reason = f"lost during migration to {target.name}: running on neither node"
-            await self._update(uuid, lambda d: _replace(d, state="fail", target_node="", failed_reason=reason,
+            await self.update(uuid, lambda d: _replace(d, state="fail", target_node="", failed_reason=reason,
                                                         libvirt_state="shutoff") if d.node == self.me else None)
         return True
 
