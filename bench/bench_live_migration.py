@@ -10,6 +10,8 @@ its daemon would start the VM a second time there.) Each round moves both guests
 
 alternating which goes first, and prints the medians and their ratio (aim: pvc / virsh <= 1.10).
 Both are wall-clock times of the command as a user runs it (pvc's include its Python start-up).
+A ZooKeeper watch on the VM's record splits each pvc leg into: CLI until the request is recorded,
+daemons until the record says the VM runs on the target, CLI until it exits.
 
     python bench/bench_live_migration.py [--rounds 5] [--workdir DIR]
 """
@@ -17,17 +19,51 @@ Both are wall-clock times of the command as a user runs it (pvc's include its Py
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from pvc.devcluster import guest
 from pvc.devcluster.cluster import DevCluster
+
+
+class RecordClock:
+    """When a VM's record changed (perf_counter, record), seen by a watch in a background thread."""
+
+    def __init__(self, zookeeper: str, vm: str) -> None:
+        self.changes: list[tuple[float, object]] = []
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, daemon=True).start()
+        asyncio.run_coroutine_threadsafe(self._watch(zookeeper, vm), self._loop).result(30)
+
+    async def _watch(self, zookeeper: str, vm: str) -> None:
+        from pvc import store
+        from pvc.schema import Domain, Paths
+        from pvc.zk import ZK
+
+        self._zk = ZK(zookeeper)
+        await self._zk.start()
+        uuid = await store.resolve_domain(self._zk, vm)
+
+        def seen(data: bytes | None, _version: int) -> None:
+            if data:
+                self.changes.append((time.perf_counter(), Domain.decode(data)))
+
+        self._zk.watch_data(Paths.domain(uuid), seen)
+
+    def split(self, start: float, end: float, target: str) -> tuple[float, float, float]:
+        """(CLI until the request is recorded, daemons until done, CLI until exit) of one leg."""
+        window = [(t, d) for t, d in self.changes if start <= t <= end]
+        requested = next(t for t, d in window if d.state == "migrate")
+        done = next(t for t, d in window if d.node == target and d.state == "start" and d.libvirt_state == "running")
+        return requested - start, done - requested, end - done
 
 
 def timed(*cmd: str, env: dict | None = None) -> float:
@@ -71,9 +107,18 @@ def run(rounds: int, workdir: Path) -> None:
             return timed("virsh", "-c", src.libvirt_uri, "migrate", "--live", "bench-virsh",
                          dst.migration_uri, "tcp://127.0.0.1")
 
+        clock = RecordClock(dev.state.zookeeper, "bench-pvc")
+        splits: list[tuple[float, float, float]] = []
+
+        def pvc_leg(target: str, *args: str) -> float:
+            start = time.perf_counter()
+            elapsed = timed(pvc, "vm", *args, "bench-pvc", "--wait", env=env)
+            time.sleep(0.2)  # let the watch deliver the last change
+            splits.append(clock.split(start, start + elapsed, target))
+            return elapsed
+
         legs = {
-            "pvc": [lambda: timed(pvc, "vm", "migrate", "bench-pvc", "--target", "hv2", "--wait", env=env),
-                    lambda: timed(pvc, "vm", "unmigrate", "bench-pvc", "--wait", env=env)],
+            "pvc": [lambda: pvc_leg("hv2", "migrate", "--target", "hv2"), lambda: pvc_leg("hv1", "unmigrate")],
             "virsh": [lambda: virsh_migrate(hv1, hv2), lambda: virsh_migrate(hv2, hv1)],
         }
         times: dict[str, list[float]] = {"pvc": [], "virsh": []}
@@ -93,6 +138,9 @@ def run(rounds: int, workdir: Path) -> None:
         print(f"  virsh migrate --live:            median {virsh_median:.3f} s  "
               f"(min {min(times['virsh']):.3f}, max {max(times['virsh']):.3f})")
         print(f"  ratio of medians pvc / virsh:    {pvc_median / virsh_median:.3f}  (aim <= 1.10)")
+        before, daemons, after = (statistics.median(x) for x in zip(*splits))
+        print(f"  pvc legs split (medians): CLI to request {before:.3f} s, daemons {daemons:.3f} s, "
+              f"CLI after {after:.3f} s")
         print(f"  for scale, `pvc vm info` (CLI start-up + one read): median {cli_floor:.3f} s")
     finally:
         dev.down()

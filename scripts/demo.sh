@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Install what is needed, start a local 3-node pvc cluster on a real ZooKeeper and real libvirt
 # (one libvirtd per node), define and start sample VMs, and show the cluster.
+# `demo.sh --hypervisor qemu` boots real tiny guests under QEMU instead of libvirt's test driver.
 set -euo pipefail
+hypervisor=test
+if [ "${1:-}" = "--hypervisor" ]; then hypervisor="${2:?--hypervisor test|qemu}"; fi
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
 export PATH="$PWD/.venv/bin:$PATH"
@@ -10,10 +13,13 @@ workdir="$PWD/.demo"
 if [ -f "$workdir/cluster.json" ]; then
   python -m pvc.devcluster down --workdir "$workdir" >/dev/null 2>&1 || true
 fi
-zk_line=$(python -m pvc.devcluster up --nodes 3 --workdir "$workdir" | tail -n 1)
+zk_line=$(python -m pvc.devcluster up --nodes 3 --workdir "$workdir" --hypervisor "$hypervisor" | tail -n 1)
 export "$zk_line"
 
 for i in 1 2 3 4; do
+  if [ "$hypervisor" = qemu ]; then
+    python -m pvc.devcluster sample-vm "demo$i" --workdir "$workdir" > "$workdir/demo$i.xml"
+  else
   cat > "$workdir/demo$i.xml" <<XML
 <domain type='test'>
   <name>demo$i</name>
@@ -26,6 +32,7 @@ for i in 1 2 3 4; do
   </devices>
 </domain>
 XML
+  fi
   pvc vm define "$workdir/demo$i.xml" --target "hv$(( (i - 1) % 3 + 1 ))" 2>/dev/null
 done
 for i in 1 2 3; do pvc vm start "demo$i" --wait; done
@@ -42,6 +49,7 @@ The cluster is running. To use it:
   source .venv/bin/activate
   export $zk_line
   pvc vm info demo1            # or: pvc vm stop demo1 --wait, pvc vm start demo4 --wait, pvc node info hv2 ...
+  pvc vm migrate demo1 --wait  # with --hypervisor qemu: live, while \`pvc vm log demo1 -f\` keeps printing
   python -m pvc.devcluster info --workdir .demo
 To stop it:
   .venv/bin/python -m pvc.devcluster down --workdir .demo

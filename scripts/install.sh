@@ -9,6 +9,9 @@ apt_packages=(
   libvirt-daemon libvirt-clients             # libvirtd (test driver) and virsh
   libvirt-dev pkg-config gcc python3-dev     # to build libvirt-python
   python3-venv
+  qemu-system-x86 qemu-utils libvirt-daemon-driver-qemu  # real guests (system tests, `--hypervisor qemu`)
+  busybox-static cpio                        # scripts/build-guest.sh: the tiny guest's initramfs
+  iproute2 dnsmasq-base frr udhcpc           # client networks: namespaces, DHCP/DNS, FRR's checker, a DHCP client
 )
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -71,6 +71,68 @@ class LoggingConfig(_Section):
     format: Literal["console", "json"] = "console"
 
 
+class CoordinatorConfig(_Section):
+    # Session timeout (seconds) of the primary election's own ZooKeeper session: a primary whose
+    # daemon dies is replaced after about this long. ZooKeeper clamps it to [2, 20] x its tickTime.
+    election_session_timeout: float = 3.0
+
+
+class FloatingAddressConfig(_Section):
+    # Device the primary puts the address on, and the address with its prefix ("" = none).
+    device: str = ""
+    address: str = ""
+
+
+class FrrConfig(_Section):
+    # Render FRR's configuration on coordinators (router mode, BGP EVPN for the VXLAN networks).
+    enabled: bool = False
+    # Where the rendered configuration goes; the reload command runs when it changed ("" = none).
+    config_file: str = "/etc/frr/frr.conf"
+    reload_command: list[str] = msgspec.field(
+        default_factory=lambda: ["/usr/lib/frr/frr-reload.py", "--reload", "/etc/frr/frr.conf"])
+    asn: int = 65500
+    # BGP router id ("" = this node's cluster address).
+    router_id: str = ""
+    # Upstream routers the coordinators peer with (eBGP), and their AS number.
+    upstream_peers: list[str] = []
+    upstream_asn: int = 0
+
+
+class NetworkingConfig(_Section):
+    # Off on nodes without the privileges or devices for it: no interfaces, no primary network duties.
+    enabled: bool = True
+    # Run every network command (ip, bridge, dnsmasq) inside this network namespace ("" = the daemon's).
+    netns: str = ""
+    # Underlay device of the VXLAN (managed) networks, and this node's address on it
+    # ("" = the device's first IPv4 address).
+    cluster_device: str = ""
+    cluster_address: str = ""
+    # Device whose VLANs carry the bridged networks.
+    bridge_device: str = ""
+    # How VXLAN broadcast/unknown traffic finds the other nodes: "evpn" (FRR's BGP EVPN fills the
+    # forwarding table) or "multicast" (the group below on the cluster device; needs no FRR).
+    vxlan_flood: Literal["evpn", "multicast"] = "evpn"
+    vxlan_group: str = "239.0.100.1"
+    # MTU of the network bridges (0 = the kernel's choice).
+    mtu: int = 0
+    # Floating addresses that move with the primary role.
+    upstream_floating: FloatingAddressConfig = msgspec.field(default_factory=FloatingAddressConfig)
+    cluster_floating: FloatingAddressConfig = msgspec.field(default_factory=FloatingAddressConfig)
+    # Upstream resolvers the networks' DNS forwards other names to (none: answer only local names).
+    dns_servers: list[str] = []
+    dhcp_lease_time: int = 3600
+    # User dnsmasq drops to once its sockets are open.
+    dnsmasq_user: str = "nobody"
+    # Where dnsmasq's configuration, hosts files and pid files go.
+    run_directory: str = "/run/pvc"
+    frr: FrrConfig = msgspec.field(default_factory=FrrConfig)
+
+    def check(self, source: str) -> None:
+        from pvc.networks import check_networking_config
+
+        check_networking_config(self, source)
+
+
 class DaemonConfig(_Section):
     node: NodeConfig = msgspec.field(default_factory=NodeConfig)
     zookeeper: ZookeeperConfig = msgspec.field(default_factory=ZookeeperConfig)
@@ -78,6 +140,8 @@ class DaemonConfig(_Section):
     console_log: ConsoleLogConfig = msgspec.field(default_factory=ConsoleLogConfig)
     vm: VmConfig = msgspec.field(default_factory=VmConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    coordinator: CoordinatorConfig = msgspec.field(default_factory=CoordinatorConfig)
+    networking: NetworkingConfig = msgspec.field(default_factory=NetworkingConfig)
     # Seconds between keepalives (resource stats) written to ZooKeeper.
     keepalive_interval: float = 5.0
 
@@ -99,6 +163,8 @@ def _check_ranges(cfg: DaemonConfig, source: str) -> None:
         "vm.shutdown_timeout": cfg.vm.shutdown_timeout,
         "vm.flush_concurrency": cfg.vm.flush_concurrency,
         "keepalive_interval": cfg.keepalive_interval,
+        "coordinator.election_session_timeout": cfg.coordinator.election_session_timeout,
+        "networking.dhcp_lease_time": cfg.networking.dhcp_lease_time,
     }
     for key, value in positive.items():
         if not math.isfinite(value) or value <= 0:
@@ -118,6 +184,7 @@ def parse_config(text: str | bytes, source: str = "<config>") -> DaemonConfig:
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"config {source}: {exc}") from None
     _check_ranges(cfg, source)
+    cfg.networking.check(source)
     return cfg
 
 

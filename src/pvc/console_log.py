@@ -152,6 +152,11 @@ class ConsoleBuffer:
     def end(self) -> int:
         return self._first + len(self._lines)
 
+    @property
+    def partial(self) -> str:
+        """The unterminated last line."""
+        return self._partial
+
     def feed_text(self, text: str) -> None:
         """Append text as ``LineDecoder`` returns it."""
         end, partial = self.end, self._partial
@@ -252,6 +257,40 @@ class WriteLimiter:
             self._last = now
             return True
         return False
+
+
+class WriteBudget:
+    """When one VM's buffer may be written: a token bucket counted in seconds of credit.
+
+    A write costs ``max(min_interval, size / bytes_per_second)`` seconds; credit accrues at one
+    second per second, up to ``burst``; a write may go while the credit is at least
+    ``min_interval``. Sustained, that is at most ``1 / min_interval`` writes and
+    ``bytes_per_second`` bytes a second per VM (over any window W: at most ``(W + burst) /
+    min_interval + 1`` writes). Unlike a fixed spacing (``WriteLimiter``) a line that comes at about
+    the write rate is not held back by the phase of the previous write, and after a quiet spell a
+    few writes go at once. ``now`` is a monotonic clock."""
+
+    def __init__(self, min_interval: float = 0.05, bytes_per_second: float = 1024 * 1024,
+                 burst: float = 0.2) -> None:
+        if min_interval <= 0 or bytes_per_second <= 0 or burst < min_interval:
+            raise ValueError("min_interval and bytes_per_second must be positive, burst at least min_interval")
+        self.min_interval, self.bytes_per_second, self.burst = min_interval, bytes_per_second, burst
+        self._credit, self._at = burst, None
+
+    def credit(self, now: float) -> float:
+        if self._at is None:
+            return self._credit
+        return min(self.burst, self._credit + max(0.0, now - self._at))
+
+    def delay(self, now: float) -> float:
+        """Seconds until a write is allowed (0: now)."""
+        wait = self.min_interval - self.credit(now)
+        return wait if wait > 1e-9 else 0.0  # float rounding must not leave a 1e-15 s wait
+
+    def spend(self, now: float, size: int) -> None:
+        """Count a write of ``size`` bytes made at ``now`` (a final flush is counted too)."""
+        self._credit = self.credit(now) - max(self.min_interval, size / self.bytes_per_second)
+        self._at = now
 
 
 # ---------------------------------------------------------------------------------------------- following

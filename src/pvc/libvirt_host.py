@@ -128,9 +128,15 @@ class LibvirtHost:
         """uuid -> state name of every domain running (or paused) here."""
         try:
             doms = self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-            return {d.UUIDString(): _STATE_NAMES.get(d.state()[0], "running") for d in doms}
         except libvirt.libvirtError as exc:
             raise LibvirtError(exc.get_error_message()) from None
+        active = {}
+        for dom in doms:
+            try:
+                active[dom.UUIDString()] = _STATE_NAMES.get(dom.state()[0], "running")
+            except libvirt.libvirtError:
+                pass  # it went away while we were listing
+        return active
 
     def state(self, uuid: str) -> str:
         """running | paused | shutoff | crashed; shutoff when libvirt does not know the domain."""

@@ -122,6 +122,49 @@ class LockEntry(Record):
     id: str
 
 
+class Network(Record):
+    """``/networks/<vni>``: one client network. ``managed``: a VXLAN with the VNI, whose gateway,
+    DHCP and DNS the primary coordinator provides; ``bridged``: the VLAN ``vni`` on each node's
+    bridge device, plain layer 2. Empty strings mean "not set"."""
+
+    vni: int
+    type: str = "managed"
+    description: str = ""
+    domain: str = ""
+    ipv4_network: str = ""
+    ipv4_gateway: str = ""
+    dhcp4: bool = False
+    dhcp4_start: str = ""
+    dhcp4_end: str = ""
+    ipv6_network: str = ""
+    ipv6_gateway: str = ""
+
+
+class Lease(Record):
+    """``/networks/<vni>/leases/<mac>``: a DHCP lease, written by dnsmasq's lease script hook."""
+
+    mac: str
+    ip: str
+    hostname: str = ""
+    expiry: int = 0  # epoch seconds; 0 = infinite
+    client_id: str = ""
+
+
+class Reservation(Record):
+    """``/networks/<vni>/reservations/<mac>``: a static DHCP host."""
+
+    mac: str
+    ip: str
+    hostname: str = ""
+
+
+class NodeNetwork(Record):
+    """``/nodes/<name>/network``: what a node's networking role reports about itself."""
+
+    cluster_address: str = ""  # the node's VXLAN tunnel endpoint / BGP peering address
+    netns: str = ""
+
+
 _encoder = msgspec.json.Encoder()
 
 
@@ -145,7 +188,7 @@ class Paths:
     @staticmethod
     def node_key(name: str, key: str) -> str:
         # key: alive | daemon_state | domain_state | coordinator_state | keepalive
-        #      | flush_request | flush_progress
+        #      | flush_request | flush_progress | network
         return f"/nodes/{name}/{key}"
 
     @staticmethod
@@ -164,6 +207,33 @@ class Paths:
     def domain_name(name: str) -> str:
         return f"/domain_names/{name}"
 
+    # -- coordinators and client networks (docs/schema.md, "Coordinators", "Client networks") --
+    election = "/election"
+    # Ephemeral sequential candidates "<node>-<seq>"; the lowest holds the primary role.
+    primary_election = "/election/primary"
+    # The coordinator a graceful handover goes to ("" when none is asked for).
+    primary_handover = "/election/handover"
+
+    @staticmethod
+    def network(vni: int | str) -> str:
+        return f"/networks/{vni}"
+
+    @staticmethod
+    def network_leases(vni: int | str) -> str:
+        return f"/networks/{vni}/leases"
+
+    @staticmethod
+    def network_lease(vni: int | str, mac: str) -> str:
+        return f"/networks/{vni}/leases/{mac}"
+
+    @staticmethod
+    def network_reservations(vni: int | str) -> str:
+        return f"/networks/{vni}/reservations"
+
+    @staticmethod
+    def network_reservation(vni: int | str, mac: str) -> str:
+        return f"/networks/{vni}/reservations/{mac}"
+
 
 # What `pvc init` creates, with initial data.
 LAYOUT: dict[str, bytes] = {
@@ -179,4 +249,7 @@ LAYOUT: dict[str, bytes] = {
     Paths.domains: b"",
     Paths.domain_names: b"",
     Paths.networks: b"",
+    Paths.election: b"",
+    Paths.primary_election: b"",
+    Paths.primary_handover: b"",
 }

@@ -14,6 +14,13 @@ from tests.system.conftest import POWER_OFF
 pytestmark = pytest.mark.system
 
 
+@pytest.fixture(scope="module")
+def guests(qemu_cluster):
+    """One guest per test, booted together at the start of the module."""
+    qemu_cluster.boot(life1="hv1", life2="hv2", life3="hv3")
+    return qemu_cluster
+
+
 def test_qemu_nodes_publish_migration_uris_and_share_one_console_directory(qemu_cluster):
     nodes = [qemu_cluster.dev.node(n) for n in qemu_cluster.nodes]
     uris = [n.migration_uri for n in nodes]
@@ -36,9 +43,8 @@ def test_sample_vm_prints_a_qemu_guest_logging_to_the_console_directory(qemu_clu
     assert Path(root.findtext("os/kernel")).is_file() and Path(root.findtext("os/initrd")).is_file()
 
 
-def test_start_then_shutdown_powers_the_guest_off_through_acpi(qemu_cluster):
-    c = qemu_cluster
-    c.start_guest("life1", "hv1")
+def test_start_then_shutdown_powers_the_guest_off_through_acpi(guests):
+    c = guests
     vm = c.assert_matches_libvirt("life1")
     assert vm["node"] == "hv1" and vm["libvirt_state"] == "running"
     assert "Linux version" in c.console("life1")  # the real kernel booted on the serial console
@@ -50,9 +56,8 @@ def test_start_then_shutdown_powers_the_guest_off_through_acpi(qemu_cluster):
     assert c.console("life1").count(POWER_OFF) == 1
 
 
-def test_stop_powers_off_without_asking_the_guest(qemu_cluster):
-    c = qemu_cluster
-    c.start_guest("life2", "hv2")
+def test_stop_powers_off_without_asking_the_guest(guests):
+    c = guests
     c.pvc("vm", "stop", "life2", "--wait")
     vm = c.assert_matches_libvirt("life2")
     assert vm["state"] == "stop"
@@ -60,19 +65,16 @@ def test_stop_powers_off_without_asking_the_guest(qemu_cluster):
 
     c.pvc("vm", "start", "life2", "--wait")  # and it comes back: a second boot
     c.assert_matches_libvirt("life2")
-    c.wait_ticks("life2", 1)
-    assert c.boots("life2") == 2
+    c.wait_boots("life2", 2)
 
 
-def test_restart_reboots_the_guest_on_its_node(qemu_cluster):
-    c = qemu_cluster
-    c.start_guest("life3", "hv3")
+def test_restart_reboots_the_guest_on_its_node(guests):
+    c = guests
     c.pvc("vm", "restart", "life3", "--wait")
     vm = c.assert_matches_libvirt("life3")
     assert vm["node"] == "hv3" and vm["libvirt_state"] == "running"
-    c.wait_ticks("life3", 1)
-    console = c.console("life3")
-    assert console.count(POWER_OFF) == 1 and c.boots("life3") == 2
+    c.wait_boots("life3", 2)
+    assert c.console("life3").count(POWER_OFF) == 1  # shut down through ACPI, then booted again
 
     c.pvc("vm", "stop", "life3", "--wait")
     c.assert_matches_libvirt("life3")

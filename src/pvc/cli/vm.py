@@ -259,3 +259,29 @@ def move(vm: str = typer.Argument(..., help="VM name or UUID"), target: str = TA
          wait: bool = WAIT):
     """Migrate a VM permanently: like migrate, but previous_node is cleared."""
     _migration("move", vm, target, selector, False, wait)
+
+
+@app.command("log")
+def log_(
+    vm: str = typer.Argument(..., help="VM name or UUID"),
+    lines: Optional[int] = typer.Option(None, "--lines", "-n", min=0,
+                                        help="Show the last N lines (default: all; 10 with --follow)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines as they arrive (Ctrl-C to stop)."),
+):
+    """Show a VM's serial console log (in $PAGER on a terminal), or follow it live with -f."""
+    from pvc import store
+    from pvc.cli import vm_log
+
+    async def work(zk):
+        uuid = await store.resolve_domain(zk, vm)
+        if follow:
+            return await vm_log.follow(zk, uuid, 10 if lines is None else lines)
+        return await vm_log.read_log(zk, uuid)
+
+    result = run(work)
+    if follow:
+        return
+    dom, log = result
+    if not log.lines and not log.partial and not dom.console_log_file:
+        typer.echo(f"warning: VM {dom.name} has no serial <log file=...>; its console is not logged", err=True)
+    vm_log.show(vm_log.render(log, lines))

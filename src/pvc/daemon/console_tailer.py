@@ -220,6 +220,7 @@ class _Tail:
         self._last_check = 0.0
         self._problem = ""  # last file problem logged (logged once until it changes)
         self.fd: int | None = None  # the log file, open between checks
+        self._failing = False  # writes are failing (ZooKeeper unavailable)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -357,7 +358,9 @@ class _Tail:
                 self.version = await self.zk.set(self.key, data, self.version)
         except Unavailable as exc:
             self.buffer.dirty = True
-            self.log.warning("console_log_write_failed", error=str(exc))
+            if not self._failing:  # once per outage, not per attempt
+                self._failing = True
+                self.log.warning("console_log_write_failed", error=str(exc))
             return _RETRY
         except (BadVersion, NodeExists):
             self.buffer.dirty = True
@@ -366,6 +369,9 @@ class _Tail:
             self.log.info("console_log_key_gone")  # the VM was undefined
             return _STOP
         self.written = mine
+        if self._failing:
+            self._failing = False
+            self.log.info("console_log_write_recovered")
         return _DONE
 
     async def _reconcile_version(self) -> object:

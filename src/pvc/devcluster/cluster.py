@@ -44,6 +44,8 @@ class ClusterState:
     zookeeper_port: int
     zookeeper_pid: int | None = None
     nodes: list[NodeSpec] = field(default_factory=list)
+    # Each node's networking in a network namespace of its own (pvc.devcluster.netns).
+    networking: bool = False
 
 
 class DevCluster:
@@ -81,6 +83,17 @@ class DevCluster:
             return self.workdir / "console"
         return self.workdir / node / "console"
 
+    def netns(self):
+        from pvc.devcluster.netns import NetnsLab, tag_for
+
+        return NetnsLab(tag_for(self.workdir))
+
+    def networking_config(self, node: NodeSpec) -> dict:
+        if not self.state.networking:
+            return {"enabled": False}
+        base = Path(node.config).parent
+        return self.netns().networking_config(node.name, str(base / "run"), str(base / "frr" / "frr.conf"))
+
     def node(self, name: str) -> NodeSpec:
         for n in self.state.nodes:
             if n.name == name:
@@ -99,13 +112,14 @@ class DevCluster:
             "console_log": {"directory": node.console_log_directory},
             "vm": {"shutdown_timeout": 30},
             "keepalive_interval": 2,
+            "networking": self.networking_config(node),
         }
         Path(node.config).write_text(yaml.safe_dump(config, sort_keys=False))
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def up(self, nodes: int = 3, hypervisor: str = "test", coordinators: int | None = None,
-           timeout: float = 60) -> ClusterState:
+           timeout: float = 60, networking: bool = False) -> ClusterState:
         if self.state and self.is_up():
             raise RuntimeError(f"a cluster is already running in {self.workdir}; run `down` first")
         if hypervisor == "qemu":
@@ -116,7 +130,7 @@ class DevCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         self.state = ClusterState(workdir=str(self.workdir), hypervisor=hypervisor,
-                                  zookeeper=f"127.0.0.1:{port}", zookeeper_port=port)
+                                  zookeeper=f"127.0.0.1:{port}", zookeeper_port=port, networking=networking)
         names = [f"hv{i}" for i in range(1, nodes + 1)]
         coordinator_names = names[: min(3, nodes) if coordinators is None else coordinators]
         for name in names:
@@ -138,6 +152,8 @@ class DevCluster:
             self._save()
             subprocess.run([sys.executable, "-m", "pvc.cli.app", "--zookeeper", self.state.zookeeper, "init"],
                            check=True, capture_output=True)
+            if networking:
+                self.netns().create(names)
             for node in self.state.nodes:
                 libvirtd = self.libvirtd(node)
                 libvirtd.start()
@@ -220,6 +236,8 @@ class DevCluster:
             node.libvirtd_pid = None
         self.zookeeper().stop()
         self.state.zookeeper_pid = None
+        if self.state.networking:
+            self.netns().destroy()
         self._save()
 
     def info(self) -> list[dict]:

@@ -3,6 +3,11 @@
 ``scripts/build-guest.sh`` builds it from Debian packages (a Debian kernel, an initramfs of static
 busybox whose init prints ``pvc-guest tick N`` every second and powers off on an ACPI shutdown);
 this module builds it once into a cache shared by every cluster and writes its domain XML.
+
+Shutdown: libvirt's default shutdown is an ACPI power-button press. Busybox's acpid powers the
+guest off, but only once init has loaded the button driver (the ``pvc-guest: up`` line, about 5 s
+after start); a press before that is lost, as on a real guest still booting, and pvc's shutdown
+timeout policy (``vm.shutdown_timeout``, then stop or abort) decides.
 """
 
 from __future__ import annotations

@@ -36,6 +36,9 @@ done
 exec libvirtd -l -p "$PVC_BASE/libvirtd.pid" -f /etc/libvirt/libvirtd.conf
 """
 
+# Probed QEMU capabilities, shared by the instances of this machine (see _warm_qemu_capabilities).
+_CAPS_SEED = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pvc" / "qemu-capabilities"
+
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
 
 
@@ -117,6 +120,8 @@ class Libvirtd:
             'stdio_handler = "file"\n'
             f"migration_port_min = {lo}\nmigration_port_max = {hi}\n"
         )
+        if self.hypervisor == "qemu" and _CAPS_SEED.is_dir():
+            shutil.copytree(_CAPS_SEED, self.basedir / "var/cache/libvirt/qemu/capabilities", dirs_exist_ok=True)
         # The installed qemu driver resolves its compiled-in default user before reading
         # qemu.conf, so libvirtd dies without these accounts even when serving only "test".
         _ensure_qemu_accounts()
@@ -145,6 +150,20 @@ class Libvirtd:
             self._fail(proc, f"did not answer within {timeout}s")
         if self.hypervisor == "test":
             self._start_keeper(deadline)
+        else:
+            self._warm_qemu_capabilities()
+
+    def _warm_qemu_capabilities(self) -> None:
+        # libvirtd probes QEMU's capabilities (about 4 s) at the first guest start, holding that
+        # guest's lock, which stalls every caller asking about it. Probe now, and seed later
+        # instances with the result: libvirt re-probes by itself if QEMU or libvirt changed.
+        cache = self.basedir / "var/cache/libvirt/qemu/capabilities"
+        proc = _virsh(self.uri, "domcapabilities", "--virttype", "qemu", timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"libvirtd in {self.basedir} cannot use QEMU: {proc.stderr.strip()}")
+        _CAPS_SEED.mkdir(parents=True, exist_ok=True)
+        for f in cache.glob("*.xml"):
+            shutil.copy(f, _CAPS_SEED / f.name)
 
     def _start_keeper(self, deadline: float) -> None:
         # See keeper.py: without a connection held open the test driver forgets every domain
@@ -204,8 +223,8 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def _virsh(uri: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["virsh", "-q", "-c", uri, *args], capture_output=True, text=True, timeout=10)
+def _virsh(uri: str, *args: str, timeout: float = 10) -> subprocess.CompletedProcess:
+    return subprocess.run(["virsh", "-q", "-c", uri, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def _ensure_qemu_accounts() -> None:

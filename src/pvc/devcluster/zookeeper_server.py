@@ -51,7 +51,16 @@ class ZookeeperServer:
     def __init__(self, datadir: Path, port: int | None = None) -> None:
         self.datadir = Path(datadir)
         self.port = port or free_port()
-        self._pid: int | None = None
+        self._pid: int | None = self._recorded_pid()
+
+    def _recorded_pid(self) -> int | None:
+        """The server a previous instance started here (so a new instance can stop or restart it)."""
+        try:
+            pid = int((self.datadir / "zookeeper.pid").read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if str(self.datadir).encode() in cmdline else None
 
     @property
     def address(self) -> str:
