@@ -55,3 +55,25 @@ def test_flush_moves_every_guest_live_and_ready_brings_them_back(guests):
         assert (vm["node"], vm["previous_node"]) == ("hv3", "")
         c.wait_ticks(name, last[name] + 1)
         c.assert_one_continuous_boot(name)
+
+
+def test_virsh_migrate_behind_pvcs_back_is_followed_not_doubled(guests):
+    """An operator live-migrates with virsh directly: the source daemon sees the domain leave,
+    asks the peers' libvirt where it went and records that node, instead of starting a second
+    copy to honour state "start"."""
+    from tests.conftest import wait_until
+
+    c = guests
+    vm = c.vm("mig")
+    source = vm["node"]
+    dest = "hv2" if source != "hv2" else "hv3"
+    before = c.wait_ticks("mig", 1)[-1]
+    c.virsh(source, "migrate", "--live", "mig", c.dev.node(dest).migration_uri, "tcp://127.0.0.1")
+    wait_until(lambda: c.vm("mig")["node"] == dest, timeout=30)
+    vm = c.assert_matches_libvirt("mig")
+    assert "migrated outside pvc" in vm["failed_reason"]
+    c.wait_ticks("mig", before + 2)
+    assert c.where_running("mig") == [dest]
+    c.assert_one_continuous_boot("mig")
+    c.pvc("vm", "migrate", "mig", "--target", source, "--force", "--wait")
+    assert c.where_running("mig") == [source]

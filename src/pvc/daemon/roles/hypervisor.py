@@ -78,7 +78,7 @@ class HypervisorRole:
             if uuid in self._expect_stop:
                 self._expect_stop.discard(uuid)
             elif event == EVENT_STOPPED and detail == STOPPED_MIGRATED:
-                pass
+                self._unexpected[uuid] = ("migrated", "migrated outside pvc")
             else:
                 dom = self.records.get(uuid)
                 if dom and dom.node == self.me and dom.state in ("start", "migrate"):
@@ -232,6 +232,16 @@ class HypervisorRole:
 
     async def _record_unexpected_stop(self, uuid: str, state: str, reason: str) -> None:
         self.log.warning("vm_stopped_unexpectedly", vm=uuid, reason=reason)
+        if state == "migrated":
+            # Someone ran `virsh migrate` behind pvc's back: find where it runs now, or this node
+            # would start a second copy to honour state "start".
+            found = await self._find_elsewhere(uuid)
+            if found:
+                await self.update(uuid, lambda d: _replace(d, node=found, failed_reason=reason, target_node="",
+                                                           libvirt_state="running")
+                                  if d.node == self.me and not self.host.is_running(uuid) else None)
+                return
+            state, reason = "stop", "migrated outside pvc to a node pvc does not know"
 
         def change(d: Domain) -> Domain | None:
             if d.node != self.me or d.state not in ("start", "migrate") or self.host.is_running(uuid):
@@ -361,7 +371,7 @@ class HypervisorRole:
             self._expect_stop.discard(uuid)
             return False  # still here: fall back to a shutdown migration
         # Gone from here: a live migration that reported failure may still have completed.
-        there = LibvirtHost.remote_is_running(target.migration_uri, uuid)
+        there = await asyncio.to_thread(LibvirtHost.remote_is_running, target.migration_uri, uuid)
         await self._leaving(uuid)
         if there:
             await self.update(uuid, lambda d: _replace(d, node=target.name, target_node="", state="start",
@@ -381,6 +391,18 @@ class HypervisorRole:
             return False
         await self._do_hand_over(dom)
         return True
+
+    async def _find_elsewhere(self, uuid: str) -> str:
+        """The peer whose libvirt runs the domain, asked directly ("" if none does)."""
+        for name in await store.node_names(self.zk):
+            info = await self.target_info(name) if name != self.me else None
+            if info and info.migration_uri:
+                try:
+                    if await asyncio.to_thread(LibvirtHost.remote_is_running, info.migration_uri, uuid):
+                        return name
+                except LibvirtError:
+                    continue
+        return ""
 
     async def target_info(self, node: str) -> NodeInfo | None:
         try:
