@@ -124,19 +124,12 @@ class LibvirtHost:
 
     # -- queries -------------------------------------------------------------------------------
 
-    def active_domains(self) -> dict[str, str]:
-        """uuid -> state name of every domain running (or paused) here."""
+    def running_uuids(self) -> list[str]:
+        """UUIDs of every domain running (or paused) here: one libvirt call, whatever their number."""
         try:
-            doms = self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            return [d.UUIDString() for d in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)]
         except libvirt.libvirtError as exc:
             raise LibvirtError(exc.get_error_message()) from None
-        active = {}
-        for dom in doms:
-            try:
-                active[dom.UUIDString()] = _STATE_NAMES.get(dom.state()[0], "running")
-            except libvirt.libvirtError:
-                pass  # it went away while we were listing
-        return active
 
     def state(self, uuid: str) -> str:
         """running | paused | shutoff | crashed; shutoff when libvirt does not know the domain."""

@@ -66,7 +66,7 @@ class NodePresence:
     def stats(self) -> Keepalive:
         host = self.ctx.host
         hs = host.stats()
-        active = host.active_domains()
+        active = host.running_uuids()
         records = self.ctx.services.get("domains", {})
         mine = [records[u] for u in active if u in records]
         return Keepalive(
@@ -92,6 +92,6 @@ class NodePresence:
             self._poked.clear()
             try:
                 await asyncio.wait_for(self._poked.wait(), interval)
-                await asyncio.sleep(0.05)  # coalesce a burst of changes into one write
+                await asyncio.sleep(0.25)  # coalesce a burst of changes (a flush) into one write
             except asyncio.TimeoutError:
                 pass
