@@ -1,14 +1,15 @@
 """Live migration through pvc against libvirt alone, on the same pair of libvirtd instances.
 
-Starts a 2-node qemu-mode dev cluster and boots two identical tiny guests (pvc.devcluster.guest):
-"bench-pvc", managed by pvc, and "bench-virsh", created in libvirt directly and unknown to pvc.
-(One guest cannot serve both: after a virsh migration pvc's record would name the wrong node, and
-its daemon would start the VM a second time there.) Each round moves both guests hv1 -> hv2 -> hv1:
+Starts a 2-node qemu-mode dev cluster and boots one tiny guest (pvc.devcluster.guest), managed by
+pvc. Every leg moves it to the other node, alternately through pvc and through libvirt directly, so
+both measure the same guest in the same state:
 
-    pvc:   pvc vm migrate bench-pvc --target hv2 --wait   /   pvc vm unmigrate bench-pvc --wait
-    virsh: virsh -c <hv1> migrate --live bench-virsh <hv2 migration URI> tcp://127.0.0.1   (and back)
+    pvc:   pvc vm move bench --target <other> --wait
+    virsh: virsh -c <here> migrate --live bench <other's migration URI> tcp://127.0.0.1
 
-alternating which goes first, and prints the medians and their ratio (aim: pvc / virsh <= 1.10).
+(after a virsh leg, pvc's daemon notices the domain left and records where it went; the next leg
+waits for that, untimed). Each tool moves the guest once in each direction per round, the order
+alternating between rounds. Prints the medians and their ratio (aim: pvc / virsh <= 1.10).
 Both are wall-clock times of the command as a user runs it (pvc's include its Python start-up).
 A ZooKeeper watch on the VM's record splits each pvc leg into: CLI until the request is recorded,
 daemons until the record says the VM runs on the target, CLI until it exits.
@@ -95,45 +96,47 @@ def run(rounds: int, workdir: Path) -> None:
         pvc = shutil.which("pvc") or "pvc"
         hv1, hv2 = dev.node("hv1"), dev.node("hv2")
         console = hv1.console_log_directory
-        (workdir / "bench-pvc.xml").write_text(guest.domain_xml("bench-pvc", console))
-        (workdir / "bench-virsh.xml").write_text(guest.domain_xml("bench-virsh", console))
-        timed(pvc, "vm", "define", str(workdir / "bench-pvc.xml"), "--target", "hv1", env=env)
-        timed(pvc, "vm", "start", "bench-pvc", "--wait", env=env)
-        timed("virsh", "-c", hv1.libvirt_uri, "create", str(workdir / "bench-virsh.xml"))
-        for name in ("bench-pvc", "bench-virsh"):
-            wait_ticking(dev, name)
-
-        def virsh_migrate(src, dst) -> float:
-            return timed("virsh", "-c", src.libvirt_uri, "migrate", "--live", "bench-virsh",
-                         dst.migration_uri, "tcp://127.0.0.1")
-
-        clock = RecordClock(dev.state.zookeeper, "bench-pvc")
+        (workdir / "bench.xml").write_text(guest.domain_xml("bench", console))
+        timed(pvc, "vm", "define", str(workdir / "bench.xml"), "--target", "hv1", env=env)
+        timed(pvc, "vm", "start", "bench", "--wait", env=env)
+        wait_ticking(dev, "bench")
+        clock = RecordClock(dev.state.zookeeper, "bench")
         splits: list[tuple[float, float, float]] = []
+        nodes = {"hv1": hv1, "hv2": hv2}
+        where = ["hv1"]
 
-        def pvc_leg(target: str, *args: str) -> float:
+        def pvc_leg(target: str) -> float:
             start = time.perf_counter()
-            elapsed = timed(pvc, "vm", *args, "bench-pvc", "--wait", env=env)
+            elapsed = timed(pvc, "vm", "move", "bench", "--target", target, "--wait", env=env)
             time.sleep(0.2)  # let the watch deliver the last change
             splits.append(clock.split(start, start + elapsed, target))
             return elapsed
 
-        legs = {
-            "pvc": [lambda: pvc_leg("hv2", "migrate", "--target", "hv2"), lambda: pvc_leg("hv1", "unmigrate")],
-            "virsh": [lambda: virsh_migrate(hv1, hv2), lambda: virsh_migrate(hv2, hv1)],
-        }
+        def virsh_leg(target: str) -> float:
+            elapsed = timed("virsh", "-c", nodes[where[0]].libvirt_uri, "migrate", "--live", "bench",
+                            nodes[target].migration_uri, "tcp://127.0.0.1")
+            deadline = time.monotonic() + 30
+            while not any(d.node == target for t, d in clock.changes[-3:]):  # pvc follows it
+                if time.monotonic() > deadline:
+                    sys.exit("pvc did not follow the virsh migration")
+                time.sleep(0.05)
+            return elapsed
+
+        legs = {"pvc": pvc_leg, "virsh": virsh_leg}
         times: dict[str, list[float]] = {"pvc": [], "virsh": []}
         for r in range(rounds):
-            order = ("pvc", "virsh") if r % 2 == 0 else ("virsh", "pvc")
-            for leg in range(2):  # there, then back
-                for tool in order:
-                    times[tool].append(legs[tool][leg]())
+            for tool in (("pvc", "virsh", "virsh", "pvc") if r % 2 == 0 else ("virsh", "pvc", "pvc", "virsh")):
+                target = "hv2" if where[0] == "hv1" else "hv1"
+                times[tool].append(legs[tool](target))
+                where[0] = target
+                time.sleep(0.5)
             print(f"round {r + 1}: pvc {times['pvc'][-2]:.2f}/{times['pvc'][-1]:.2f} s, "
-                  f"virsh {times['virsh'][-2]:.2f}/{times['virsh'][-1]:.2f} s (there/back)", flush=True)
-        cli_floor = statistics.median(timed(pvc, "vm", "info", "bench-pvc", env=env) for _ in range(5))
+                  f"virsh {times['virsh'][-2]:.2f}/{times['virsh'][-1]:.2f} s", flush=True)
+        cli_floor = statistics.median(timed(pvc, "vm", "info", "bench", env=env) for _ in range(5))
 
         pvc_median, virsh_median = statistics.median(times["pvc"]), statistics.median(times["virsh"])
         print(f"\nlive migration of a 128 MiB TCG guest, {rounds} rounds x 2 legs each:")
-        print(f"  pvc vm migrate/unmigrate --wait: median {pvc_median:.3f} s  "
+        print(f"  pvc vm move --wait:              median {pvc_median:.3f} s  "
               f"(min {min(times['pvc']):.3f}, max {max(times['pvc']):.3f})")
         print(f"  virsh migrate --live:            median {virsh_median:.3f} s  "
               f"(min {min(times['virsh']):.3f}, max {max(times['virsh']):.3f})")
