@@ -18,7 +18,7 @@ import time
 
 import libvirt
 
-from bench.common import LifecycleEvents, cluster, define_bulk, pct, summary
+from bench.common import LifecycleEvents, cluster, define_bulk, summary
 
 
 def cpu_seconds(pid: int) -> float:

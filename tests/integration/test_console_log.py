@@ -18,7 +18,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from pvc.console_log import MAX_BYTES, ConsoleLog
 from pvc.schema import Paths

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from pvc import vm_states
-from pvc.errors import PvcError, Unavailable
+from pvc.errors import PvcError
 from pvc.schema import Domain, Paths
 
 

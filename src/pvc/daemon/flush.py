@@ -56,8 +56,7 @@ class NodeOperations:
             req = self.request
             if req is None or (self._progress and self._progress.id == req.id and self._progress.status in FINAL):
                 continue
-            if self._task and not self._task.done():
-                continue  # the running operation picks the newer request up itself
+            # While it runs, the operation itself notices newer requests (_until_newer).
             self._task = asyncio.create_task(self._process(), name="flush")
             try:
                 await self._task

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"no cluster in {args.workdir}")
             nodes = cluster.info()
             if args.output == "json":
-                print(json.dumps({"zookeeper": cluster.state.zookeeper, "nodes": nodes}, indent=2))
+                print(json.dumps([{**n, "zookeeper": cluster.state.zookeeper} for n in nodes], indent=2))
             else:
                 print(f"zookeeper: {cluster.state.zookeeper} (pid {cluster.state.zookeeper_pid})")
                 for n in nodes:

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 
-import msgspec
 
 from pvc import networks
 from pvc.daemon.context import DaemonContext
@@ -23,6 +22,7 @@ from pvc.daemon.netcmd import NetCommands
 from pvc.dnsmasq_config import files_for, render_conf, render_hook, render_hosts
 from pvc.errors import PvcError
 from pvc import network_store
+from pvc.record_cache import RecordCache
 from pvc.schema import Network, Paths
 
 
@@ -36,15 +36,21 @@ class ClientNetworksDuty:
         self.guard = guard
         self.log = ctx.log.bind(role="primary", duty=self.name)
         self.net: NetCommands = ctx.services.setdefault("netcmd", NetCommands(self.cfg.netns, self.log))
-        self.records: dict[int, Network] = {}
+        self.cache = self._new_cache()
+        self.records: dict[int, Network] = self.cache.records
         self.applied: dict[int, list[str]] = {}  # vni -> gateway addresses we put on its bridge
         self.dnsmasq: dict[int, Dnsmasq] = {}
         self.ensured: dict[int, networks.InterfacePlan] = {}
-        self._watches: dict[int, list[asyncio.Task]] = {}
-        self._list_watch: asyncio.Task | None = None
         self._workers: dict[int, asyncio.Task] = {}
         self._dirty: set[int] = set()
-        self._first: asyncio.Event = asyncio.Event()
+
+    def _new_cache(self) -> RecordCache[int]:
+        return RecordCache(
+            self.zk, Paths.networks, key=lambda c: int(c) if c.isdigit() else None, path=Paths.network,
+            decode=Network.decode, on_change=self.kick, log=self.log,
+            extra_watches=lambda vni: [
+                self.zk.watch_children(Paths.network_reservations(vni), lambda _c: self.kick(vni))],
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -64,12 +70,13 @@ class ClientNetworksDuty:
                 await self.net.del_address(networks.bridge_name(net.vni), addr)
 
     async def start(self) -> None:
-        self._first.clear()
-        self._list_watch = self.zk.watch_children(Paths.networks, self._on_list)
+        self.cache = self._new_cache()
+        self.records = self.cache.records
+        self.cache.start()
         # The role is "primary" once the networks known now are served (bounded: a broken
         # network must not hold the takeover up).
         try:
-            await asyncio.wait_for(self._first.wait(), 10)
+            await asyncio.wait_for(self.cache.synced.wait(), 10)
             await asyncio.wait_for(self._settled(), 20)
         except asyncio.TimeoutError:
             self.log.warning("client_networks_slow_to_start")
@@ -79,12 +86,7 @@ class ClientNetworksDuty:
             await asyncio.gather(*self._workers.values(), return_exceptions=True)
 
     async def stop(self) -> None:
-        if self._list_watch:
-            self._list_watch.cancel()
-        for tasks in self._watches.values():
-            for t in tasks:
-                t.cancel()
-        self._watches.clear()
+        self.cache.stop()
         workers = list(self._workers.values())
         for w in workers:
             w.cancel()
@@ -96,40 +98,6 @@ class ClientNetworksDuty:
             await self._set_addresses(vni, [])
         self.records.clear()
         self.ensured.clear()
-
-    # -- watches -----------------------------------------------------------------------------------
-
-    def _on_list(self, children: list[str] | None) -> None:
-        current = {int(c) for c in children or () if c.isdigit()}
-        for vni in list(self._watches):
-            if vni not in current:
-                for t in self._watches.pop(vni):
-                    t.cancel()
-                self.records.pop(vni, None)
-                self.kick(vni)
-        for vni in current - self._watches.keys():
-            self._watches[vni] = [
-                self.zk.watch_data(Paths.network(vni), lambda d, v, n=vni: self._on_record(n, d)),
-                self.zk.watch_children(Paths.network_reservations(vni), lambda c, n=vni: self.kick(n)),
-            ]
-        for vni in set(self.applied) | set(self.dnsmasq):
-            if vni not in current:
-                self.kick(vni)
-        if not current:
-            self._first.set()
-
-    def _on_record(self, vni: int, data: bytes | None) -> None:
-        if data is None:
-            self.records.pop(vni, None)
-        else:
-            try:
-                self.records[vni] = Network.decode(data)
-            except msgspec.DecodeError as exc:
-                self.log.error("bad_network_record", vni=vni, error=str(exc))
-                return
-        self.kick(vni)
-        if all(v in self.records for v in self._watches):
-            self._first.set()
 
     def kick(self, vni: int) -> None:
         self._dirty.add(vni)

@@ -18,8 +18,9 @@ from pvc.daemon.console_tailer import ConsoleTailer
 from pvc.daemon.context import DaemonContext
 from pvc.daemon.flush import NodeOperations
 from pvc.errors import NotFound, PvcError, Unavailable
-from pvc.libvirt_host import EVENT_CRASHED, EVENT_STARTED, EVENT_STOPPED, STOPPED_MIGRATED, LibvirtError, LibvirtHost
+from pvc.libvirt_host import EVENT_CRASHED, EVENT_STOPPED, STOPPED_MIGRATED, LibvirtError, LibvirtHost
 from pvc.reconcile import Step, decide, unexpected_stop
+from pvc.record_cache import RecordCache
 from pvc.schema import Domain, NodeInfo, Paths
 from pvc.zk import NoNode
 
@@ -37,11 +38,15 @@ class HypervisorRole:
         self.host: LibvirtHost = ctx.host
         self.me = ctx.node
         self.log = ctx.log.bind(role="hypervisor")
-        self.records: dict[str, Domain] = {}
-        self.versions: dict[str, int] = {}  # ZooKeeper version of each cached record
+        self.cache: RecordCache[str] = RecordCache(
+            self.zk, Paths.domains, key=lambda child: child, path=Paths.domain, decode=Domain.decode,
+            on_change=self._on_change, log=self.log,
+        )
+        self.records: dict[str, Domain] = self.cache.records
+        # Set once every VM record has been read: decisions about all VMs (flush plans) wait for it.
+        self.synced = self.cache.synced
         ctx.services["domains"] = self.records
         ctx.services["hypervisor"] = self
-        self._watches: dict[str, asyncio.Task] = {}
         self._workers: dict[str, asyncio.Task] = {}
         self._dirty: set[str] = set()
         self._expect_stop: set[str] = set()
@@ -57,16 +62,13 @@ class HypervisorRole:
         self._here: set[str] = set()
         self._no_live_migration: set[str] = set()  # target URIs this libvirt cannot migrate to at all
         self._waiters: dict[str, set[asyncio.Future]] = {}
-        # Set once every VM record has been read: decisions about all VMs (flush plans) wait for it.
-        self.synced = asyncio.Event()
-        self._unsynced: set[str] | None = None
 
     # -- wiring --------------------------------------------------------------------------------
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            self.zk.watch_children(Paths.domains, self._on_domain_list)
+            self.cache.start()
             tg.create_task(NodeOperations(self.ctx, self).run(), name="node-operations")
             await asyncio.Event().wait()
 
@@ -106,45 +108,10 @@ class HypervisorRole:
         if presence:
             presence.poke()
 
-    def _on_domain_list(self, uuids: list[str] | None) -> None:
-        current = set(uuids or ())
-        if self._unsynced is None:
-            self._unsynced = set(current)
-            self._check_synced()
-        for uuid in list(self._watches):
-            if uuid not in current:
-                self._watches.pop(uuid).cancel()
-                self.records.pop(uuid, None)
-                self.versions.pop(uuid, None)
-                if self._unsynced:
-                    self._unsynced.discard(uuid)
-                    self._check_synced()
-        for uuid in current - self._watches.keys():
-            self._watches[uuid] = self.zk.watch_data(
-                Paths.domain(uuid), lambda data, version, u=uuid: self._on_record(u, data, version)
-            )
-
-    def _on_record(self, uuid: str, data: bytes | None, version: int = -1) -> None:
-        if data is None:
-            self.records.pop(uuid, None)
-            self.versions.pop(uuid, None)
-        else:
-            if version < self.versions.get(uuid, -1):
-                return  # older than what our own write already cached
-            try:
-                self.records[uuid] = Domain.decode(data)
-                self.versions[uuid] = version
-            except msgspec.DecodeError as exc:
-                self.log.error("bad_domain_record", vm=uuid, error=str(exc))
-                return
-        if self._unsynced:
-            self._unsynced.discard(uuid)
-            self._check_synced()
+    def _on_change(self, uuid: str) -> None:
         for waiter in self._waiters.pop(uuid, ()):
             if not waiter.done():
                 waiter.set_result(None)
-        if data is None:
-            return
         event = self._changed.get(uuid)
         if event:
             event.set()
@@ -166,11 +133,6 @@ class HypervisorRole:
                 await asyncio.wait_for(waiter, remaining)
             except asyncio.TimeoutError:
                 return None
-
-    def _check_synced(self) -> None:
-        if not self._unsynced and not self.synced.is_set():
-            self.synced.set()
-            self.log.info("domains_synced", count=len(self.records))
 
     def kick(self, uuid: str) -> None:
         self._dirty.add(uuid)
@@ -215,19 +177,15 @@ class HypervisorRole:
         log.info("vm_step", state=dom.state)
         await getattr(self, f"_do_{step.value}")(dom)
 
-    def cached(self, uuid: str) -> tuple[Domain, int] | None:
-        dom = self.records.get(uuid)
-        return (dom, self.versions[uuid]) if dom is not None and uuid in self.versions else None
-
     async def update(self, uuid: str, change) -> Domain | None:
         """A versioned write starting from the watch cache; the cache takes the result at once."""
         try:
-            result = await store.update_domain(self.zk, uuid, change, known=self.cached(uuid))
+            result = await store.update_domain(self.zk, uuid, change, known=self.cache.cached(uuid))
         except NotFound:
             return None
         if result is None:
             return None
-        self.records[uuid], self.versions[uuid] = result
+        self.cache.put(uuid, *result)
         return result[0]
 
     async def _record_unexpected_stop(self, uuid: str, state: str, reason: str) -> None:

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
 
 from pvc import networks
 from pvc.daemon.context import DaemonContext
 from pvc.daemon.netcmd import NetCommands
 from pvc.errors import PvcError
+from pvc.record_cache import RecordCache
 from pvc.schema import Network, NodeNetwork, Paths
+
+
+def _vni(child: str) -> int | None:
+    return int(child) if child.isdigit() else None
 
 
 class NetworkingRole:
@@ -30,25 +34,26 @@ class NetworkingRole:
         self.cfg = ctx.config.networking
         self.log = ctx.log.bind(role="networking")
         self.net: NetCommands = ctx.services.setdefault("netcmd", NetCommands(self.cfg.netns, self.log))
-        self.records: dict[int, Network] = {}
+        self.cache: RecordCache[int] = RecordCache(
+            self.zk, Paths.networks, key=_vni, path=Paths.network, decode=Network.decode,
+            on_change=self.kick, log=self.log,
+        )
+        self.records: dict[int, Network] = self.cache.records
         self.present: dict[int, networks.InterfacePlan] = {}
         self.cluster_address = ""
-        self._watches: dict[int, asyncio.Task] = {}
         self._workers: dict[int, asyncio.Task] = {}
         self._dirty: set[int] = set()
-        self._swept = False
-        self._sweeper: asyncio.Task | None = None
         ctx.services["networking"] = self
 
     async def run(self) -> None:
         await self._publish_facts()
-        watch = self.zk.watch_children(Paths.networks, self._on_list)
+        self.cache.start()
         try:
+            await self.cache.synced.wait()
+            await self._sweep(set(self.records))
             await asyncio.Event().wait()
         finally:
-            watch.cancel()
-            for w in self._watches.values():
-                w.cancel()
+            self.cache.stop()
             for w in self._workers.values():
                 w.cancel()
             # Interfaces stay when the daemon stops: VMs on this node keep their network.
@@ -66,30 +71,6 @@ class NetworkingRole:
                 self.log.warning("network_facts_retry", error=str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
-
-    def _on_list(self, children: list[str] | None) -> None:
-        current = {int(c) for c in children or () if c.isdigit()}
-        for vni in list(self._watches):
-            if vni not in current:
-                self._watches.pop(vni).cancel()
-                self.records.pop(vni, None)
-                self.kick(vni)
-        for vni in current - self._watches.keys():
-            self._watches[vni] = self.zk.watch_data(Paths.network(vni), lambda d, v, n=vni: self._on_record(n, d))
-        if not self._swept:
-            self._swept = True
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep(current), name="networking-sweep")
-
-    def _on_record(self, vni: int, data: bytes | None) -> None:
-        if data is None:
-            self.records.pop(vni, None)
-        else:
-            try:
-                self.records[vni] = Network.decode(data)
-            except msgspec.DecodeError as exc:
-                self.log.error("bad_network_record", vni=vni, error=str(exc))
-                return
-        self.kick(vni)
 
     async def _sweep(self, current: set[int]) -> None:
         """Remove pvc's interfaces of networks removed while this daemon was not running."""
