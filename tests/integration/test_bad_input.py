@@ -20,7 +20,7 @@ def snapshot(cluster) -> list:
     return cluster.pvc_json("vm", "list")
 
 
-def refused(cluster, *args, contains: str) -> None:
+def assert_refused(cluster, *args, contains: str) -> None:
     before = snapshot(cluster)
     proc = cluster.pvc(*args, check=False)
     assert proc.returncode != 0, proc.stdout
@@ -45,49 +45,49 @@ def refused(cluster, *args, contains: str) -> None:
 def test_define_bad_xml(baseline, xml, message):
     path = baseline.tmp / "bad.xml"
     path.write_text(xml)
-    refused(baseline, "vm", "define", str(path), contains=message)
+    assert_refused(baseline, "vm", "define", str(path), contains=message)
 
 
 def test_define_duplicate_name_and_uuid(baseline):
     path = baseline.tmp / "dup.xml"
     path.write_text(domain_xml("existing"))
-    refused(baseline, "vm", "define", str(path), contains="already defined")
+    assert_refused(baseline, "vm", "define", str(path), contains="already defined")
     path.write_text(domain_xml("other-name", uuid=baseline.vm("existing")["uuid"]))
-    refused(baseline, "vm", "define", str(path), contains="already defined")
+    assert_refused(baseline, "vm", "define", str(path), contains="already defined")
 
 
 def test_define_unknown_target_and_selector(baseline):
     path = baseline.tmp / "fresh.xml"
     path.write_text(domain_xml("fresh"))
-    refused(baseline, "vm", "define", str(path), "--target", "nosuchnode", contains="unknown node")
-    refused(baseline, "vm", "define", str(path), "--selector", "random", contains="unknown selector")
-    refused(baseline, "vm", "define", str(baseline.tmp / "missing.xml"), contains="cannot read")
+    assert_refused(baseline, "vm", "define", str(path), "--target", "nosuchnode", contains="unknown node")
+    assert_refused(baseline, "vm", "define", str(path), "--selector", "random", contains="unknown selector")
+    assert_refused(baseline, "vm", "define", str(baseline.tmp / "missing.xml"), contains="cannot read")
 
 
 def test_unknown_vm_and_node(baseline):
     for verb in ("start", "stop", "shutdown", "restart", "disable", "info", "dump", "undefine"):
-        refused(baseline, "vm", verb, "ghost", contains="unknown VM")
-    refused(baseline, "node", "info", "ghost", contains="unknown node")
-    refused(baseline, "vm", "list", "--node", "ghost", contains="unknown node")
-    refused(baseline, "vm", "list", "--state", "bogus", contains="unknown VM state")
+        assert_refused(baseline, "vm", verb, "ghost", contains="unknown VM")
+    assert_refused(baseline, "node", "info", "ghost", contains="unknown node")
+    assert_refused(baseline, "vm", "list", "--node", "ghost", contains="unknown node")
+    assert_refused(baseline, "vm", "list", "--state", "bogus", contains="unknown VM state")
 
 
 def test_invalid_transitions(baseline):
-    refused(baseline, "vm", "stop", "existing", contains="already in state stop")
-    refused(baseline, "vm", "shutdown", "existing", contains="cannot shutdown from state stop")
-    refused(baseline, "vm", "restart", "existing", contains="cannot restart")
+    assert_refused(baseline, "vm", "stop", "existing", contains="already in state stop")
+    assert_refused(baseline, "vm", "shutdown", "existing", contains="cannot shutdown from state stop")
+    assert_refused(baseline, "vm", "restart", "existing", contains="cannot restart")
     baseline.pvc("vm", "start", "existing", "--wait")
-    refused(baseline, "vm", "start", "existing", contains="already in state start")
-    refused(baseline, "vm", "undefine", "existing", contains="stop it before")
+    assert_refused(baseline, "vm", "start", "existing", contains="already in state start")
+    assert_refused(baseline, "vm", "undefine", "existing", contains="stop it before")
     baseline.pvc("vm", "stop", "existing", "--wait")
 
 
 def test_modify_with_other_uuid_refused(baseline):
     path = baseline.tmp / "other.xml"
     path.write_text(domain_xml("existing"))
-    refused(baseline, "vm", "modify", "existing", str(path), contains="has UUID")
+    assert_refused(baseline, "vm", "modify", "existing", str(path), contains="has UUID")
     path.write_text("<domain>")
-    refused(baseline, "vm", "modify", "existing", str(path), contains="malformed")
+    assert_refused(baseline, "vm", "modify", "existing", str(path), contains="malformed")
 
 
 def test_zookeeper_unreachable_fails_fast(baseline):

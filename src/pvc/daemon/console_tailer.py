@@ -133,7 +133,7 @@ class ConsoleTailer:
         tail = _Tail(self, dom.uuid, dom.name)
         self._tails[dom.uuid] = tail
         self._by_file[tail.path.name] = tail
-        tg = self.role._tg  # the hypervisor role's TaskGroup owns (and at shutdown cancels) the tasks
+        tg = self.role.tasks  # the hypervisor role's TaskGroup owns (and at shutdown cancels) them
         if self._notifier is None:
             self._notifier = tg.create_task(self._watch_directory(), name="console-log-inotify")
         tail.task = tg.create_task(tail.run(), name=f"console-log:{dom.name}")

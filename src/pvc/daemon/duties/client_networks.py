@@ -18,6 +18,7 @@ from pvc import networks
 from pvc.daemon.context import DaemonContext
 from pvc.daemon.dnsmasq import Dnsmasq, stale_pids
 from pvc.daemon.duties.guard import TeardownGuard
+from pvc.daemon.key_workers import KeyWorkers
 from pvc.daemon.netcmd import NetCommands
 from pvc.dnsmasq_config import files_for, render_conf, render_hook, render_hosts
 from pvc.errors import PvcError
@@ -41,8 +42,8 @@ class ClientNetworksDuty:
         self.applied: dict[int, list[str]] = {}  # vni -> gateway addresses we put on its bridge
         self.dnsmasq: dict[int, Dnsmasq] = {}
         self.ensured: dict[int, networks.InterfacePlan] = {}
-        self._workers: dict[int, asyncio.Task] = {}
-        self._dirty: set[int] = set()
+        self.workers: KeyWorkers[int] = KeyWorkers(self._reconcile, log=self.log, name="client_network",
+                                                   transient=(PvcError, OSError), retry_delay=1)
 
     def _new_cache(self) -> RecordCache[int]:
         return RecordCache(
@@ -77,21 +78,13 @@ class ClientNetworksDuty:
         # network must not hold the takeover up).
         try:
             await asyncio.wait_for(self.cache.synced.wait(), 10)
-            await asyncio.wait_for(self._settled(), 20)
+            await asyncio.wait_for(self.workers.settled(), 20)
         except asyncio.TimeoutError:
             self.log.warning("client_networks_slow_to_start")
 
-    async def _settled(self) -> None:
-        while self._workers:
-            await asyncio.gather(*self._workers.values(), return_exceptions=True)
-
     async def stop(self) -> None:
         self.cache.stop()
-        workers = list(self._workers.values())
-        for w in workers:
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        self._workers.clear()
+        await self.workers.cancel()
         for vni in list(self.dnsmasq):
             await self._stop_dnsmasq(vni)
         for vni in list(self.applied):
@@ -100,24 +93,7 @@ class ClientNetworksDuty:
         self.ensured.clear()
 
     def kick(self, vni: int) -> None:
-        self._dirty.add(vni)
-        if vni not in self._workers:
-            self._workers[vni] = asyncio.create_task(self._worker(vni), name=f"client-network:{vni}")
-
-    async def _worker(self, vni: int) -> None:
-        try:
-            while vni in self._dirty:
-                self._dirty.discard(vni)
-                try:
-                    await self._reconcile(vni)
-                except (PvcError, OSError) as exc:
-                    self.log.warning("client_network_retry", vni=vni, error=str(exc))
-                    self._dirty.add(vni)
-                    await asyncio.sleep(1)
-                except Exception:
-                    self.log.exception("client_network_failed", vni=vni)
-        finally:
-            self._workers.pop(vni, None)
+        self.workers.kick(vni)
 
     # -- doing -------------------------------------------------------------------------------------
 

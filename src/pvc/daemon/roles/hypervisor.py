@@ -17,6 +17,7 @@ from pvc import store
 from pvc.daemon.console_tailer import ConsoleTailer
 from pvc.daemon.context import DaemonContext
 from pvc.daemon.flush import NodeOperations
+from pvc.daemon.key_workers import KeyWorkers
 from pvc.errors import NotFound, PvcError, Unavailable
 from pvc.libvirt_host import EVENT_CRASHED, EVENT_STOPPED, STOPPED_MIGRATED, LibvirtError, LibvirtHost
 from pvc.reconcile import Step, decide, unexpected_stop
@@ -47,14 +48,13 @@ class HypervisorRole:
         self.synced = self.cache.synced
         ctx.services["domains"] = self.records
         ctx.services["hypervisor"] = self
-        self._workers: dict[str, asyncio.Task] = {}
-        self._dirty: set[str] = set()
+        self.workers: KeyWorkers[str] = KeyWorkers(self._reconcile, log=self.log, name="vm",
+                                                   transient=(Unavailable, LibvirtError))
         self._expect_stop: set[str] = set()
         self._unexpected: dict[str, tuple[str, str]] = {}
         self._stopped: dict[str, asyncio.Future] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._foreign_logged: set[str] = set()
-        self._tg: asyncio.TaskGroup | None = None
         # Components that follow "this VM is assigned here and runs here" (the console-log tailer):
         # objects with ``async vm_here(dom)`` and ``async vm_gone(uuid)``. vm_gone runs before a
         # migration hands the VM to another node, so the next node continues what this one wrote.
@@ -62,15 +62,19 @@ class HypervisorRole:
         self._here: set[str] = set()
         self._no_live_migration: set[str] = set()  # target URIs this libvirt cannot migrate to at all
         self._waiters: dict[str, set[asyncio.Future]] = {}
+        self.tasks: asyncio.TaskGroup | None = None
 
     # -- wiring --------------------------------------------------------------------------------
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            self._tg = tg
+            self.tasks = tg  # owns (and at shutdown cancels) the tasks of components such as the tailer
             self.cache.start()
-            tg.create_task(NodeOperations(self.ctx, self).run(), name="node-operations")
-            await asyncio.Event().wait()
+            try:
+                await NodeOperations(self.ctx, self).run()
+            finally:
+                self.cache.stop()
+                await self.workers.cancel()
 
     def on_libvirt_event(self, uuid: str, event: int, detail: int) -> None:
         if event in (EVENT_STOPPED, EVENT_CRASHED):
@@ -135,24 +139,7 @@ class HypervisorRole:
                 return None
 
     def kick(self, uuid: str) -> None:
-        self._dirty.add(uuid)
-        if uuid not in self._workers and self._tg is not None:
-            self._workers[uuid] = self._tg.create_task(self._worker(uuid), name=f"vm:{uuid}")
-
-    async def _worker(self, uuid: str) -> None:
-        try:
-            while uuid in self._dirty:
-                self._dirty.discard(uuid)
-                try:
-                    await self._reconcile(uuid)
-                except (Unavailable, LibvirtError) as exc:
-                    self.log.warning("reconcile_retry", vm=uuid, error=str(exc))
-                    self._dirty.add(uuid)
-                    await asyncio.sleep(0.5)
-                except Exception:  # one VM's trouble must not take the node down
-                    self.log.exception("reconcile_failed", vm=uuid)
-        finally:
-            self._workers.pop(uuid, None)
+        self.workers.kick(uuid)
 
     # -- deciding ------------------------------------------------------------------------------
 

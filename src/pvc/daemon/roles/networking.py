@@ -16,6 +16,7 @@ import asyncio
 from pvc import networks
 from pvc.daemon.context import DaemonContext
 from pvc.daemon.netcmd import NetCommands
+from pvc.daemon.key_workers import KeyWorkers
 from pvc.errors import PvcError
 from pvc.record_cache import RecordCache
 from pvc.schema import Network, NodeNetwork, Paths
@@ -41,8 +42,8 @@ class NetworkingRole:
         self.records: dict[int, Network] = self.cache.records
         self.present: dict[int, networks.InterfacePlan] = {}
         self.cluster_address = ""
-        self._workers: dict[int, asyncio.Task] = {}
-        self._dirty: set[int] = set()
+        self.workers: KeyWorkers[int] = KeyWorkers(self._reconcile, log=self.log, name="network_interfaces",
+                                                   transient=(PvcError,), retry_delay=1)
         ctx.services["networking"] = self
 
     async def run(self) -> None:
@@ -54,8 +55,7 @@ class NetworkingRole:
             await asyncio.Event().wait()
         finally:
             self.cache.stop()
-            for w in self._workers.values():
-                w.cancel()
+            await self.workers.cancel()
             # Interfaces stay when the daemon stops: VMs on this node keep their network.
 
     async def _publish_facts(self) -> None:
@@ -91,24 +91,7 @@ class NetworkingRole:
                 await self.net.remove_interfaces(name)
 
     def kick(self, vni: int) -> None:
-        self._dirty.add(vni)
-        if vni not in self._workers:
-            self._workers[vni] = asyncio.get_running_loop().create_task(self._worker(vni), name=f"network:{vni}")
-
-    async def _worker(self, vni: int) -> None:
-        try:
-            while vni in self._dirty:
-                self._dirty.discard(vni)
-                try:
-                    await self._reconcile(vni)
-                except PvcError as exc:
-                    self.log.warning("network_interfaces_retry", vni=vni, error=str(exc))
-                    self._dirty.add(vni)
-                    await asyncio.sleep(1)
-                except Exception:
-                    self.log.exception("network_interfaces_failed", vni=vni)
-        finally:
-            self._workers.pop(vni, None)
+        self.workers.kick(vni)
 
     def plan(self, net: Network) -> networks.InterfacePlan:
         cfg = self.cfg
