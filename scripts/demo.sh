@@ -33,7 +33,7 @@ for i in 1 2 3 4; do
 </domain>
 XML
   fi
-  pvc vm define "$workdir/demo$i.xml" --target "hv$(( (i - 1) % 3 + 1 ))" 2>/dev/null
+  pvc vm define "$workdir/demo$i.xml" --target "hv$(( (i - 1) % 3 + 1 ))"
 done
 for i in 1 2 3; do pvc vm start "demo$i" --wait; done
 

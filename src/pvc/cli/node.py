@@ -8,7 +8,7 @@ from pvc.cli.common import OUTPUT_OPTION, Output, print_json, print_table, run, 
 
 app = typer.Typer(help="Manage hypervisor nodes.", no_args_is_help=True)
 
-NODE_COLUMNS = ["NAME", "MODE", "DAEMON", "COORDINATOR", "DOMAINS", "VMS", "MEM TOTAL", "MEM FREE", "MEM ALLOC", "VCPUS", "LOAD"]
+NODE_COLUMNS = ["NAME", "MODE", "DAEMON", "COORDINATOR", "DOMAIN STATE", "VMS", "MEM TOTAL", "MEM FREE", "MEM ALLOC", "VCPUS", "LOAD"]
 
 
 def _row(n) -> list:

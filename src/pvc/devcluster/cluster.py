@@ -122,6 +122,9 @@ class DevCluster:
            timeout: float = 60, networking: bool = False) -> ClusterState:
         if self.state and self.is_up():
             raise RuntimeError(f"a cluster is already running in {self.workdir}; run `down` first")
+        if self.state:
+            self.down()  # whatever an earlier run left (it may have died half-way)
+            self._remove_old_state()
         if hypervisor == "qemu":
             from pvc.devcluster.guest import qemu_missing
 
@@ -169,6 +172,15 @@ class DevCluster:
             self.down()
             raise
         return self.state
+
+    def _remove_old_state(self) -> None:
+        """`up` means a new cluster: drop what an earlier one left here (only what we created)."""
+        import shutil
+
+        for name in ["zookeeper", "console", *(n.name for n in self.state.nodes)]:
+            shutil.rmtree(self.workdir / name, ignore_errors=True)
+        self.state_file.unlink(missing_ok=True)
+        self.state = None
 
     def start_node(self, name: str, wait: bool = True, timeout: float = 30) -> None:
         node = self.node(name)
