@@ -222,8 +222,30 @@ class Placement:
     migration_method: str
 
 
+SETTINGS = {"migration_selector": Paths.migration_selector, "maintenance": Paths.maintenance}
+
+
+async def get_setting(zk: ZK, key: str) -> str:
+    path = SETTINGS.get(key) or f"{Paths.config}/{key}"
+    return ((await zk.get_data(path)) or b"").decode()
+
+
+async def settings(zk: ZK) -> dict[str, str]:
+    return {key: await get_setting(zk, key) for key in SETTINGS}
+
+
+async def set_setting(zk: ZK, key: str, value: str) -> None:
+    if key not in SETTINGS:
+        raise InvalidInput(f"unknown cluster setting {key!r}; known: {', '.join(SETTINGS)}")
+    if key == "migration_selector":
+        placement.check_selector(value)
+    elif value not in ("true", "false"):
+        raise InvalidInput(f"{key} must be true or false")
+    await zk.put(SETTINGS[key], value.encode())
+
+
 async def default_selector(zk: ZK) -> str:
-    return ((await zk.get_data(Paths.migration_selector)) or b"mem").decode() or "mem"
+    return await get_setting(zk, "migration_selector") or "mem"
 
 
 async def choose_node(zk: ZK, dom: Domain, *, target: str = "", selector: str = "", exclude: str = "") -> str:

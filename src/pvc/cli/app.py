@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from pvc.cli import node, vm
+from pvc.cli import cluster, node, vm
 from pvc.cli import network, node_coordinator  # noqa: F401  (node_coordinator adds `pvc node primary/secondary`)
 from pvc.cli.common import DEFAULT_ZOOKEEPER, Settings, run
 
@@ -17,6 +17,7 @@ app = typer.Typer(
 app.add_typer(node.app, name="node")
 app.add_typer(vm.app, name="vm")
 app.add_typer(network.app, name="network")
+app.add_typer(cluster.app, name="cluster")
 
 
 @app.callback()
