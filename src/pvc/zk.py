@@ -252,8 +252,11 @@ class ZK:
             response = await self._client.send(request)
             return [None if isinstance(r, exc.ResponseError) else (r.data or b"") for r in response.responses]
 
-        for result in await self._bounded(asyncio.gather(*(one(b) for b in batches))):
-            out.extend(result)
+        try:
+            for result in await self._bounded(asyncio.gather(*(one(b) for b in batches))):
+                out.extend(result)
+        except (exc.Unimplemented, exc.MarshallingError):
+            return await self.get_many_pipelined(paths)  # a server older than 3.6
         return out
 
     async def get_many_pipelined(self, paths: Iterable[str]) -> list[bytes | None]:
