@@ -12,6 +12,7 @@ apt_packages=(
   qemu-system-x86 qemu-utils libvirt-daemon-driver-qemu  # real guests (system tests, `--hypervisor qemu`)
   busybox-static cpio                        # scripts/build-guest.sh: the tiny guest's initramfs
   iproute2 dnsmasq-base frr udhcpc           # client networks: namespaces, DHCP/DNS, FRR's checker, a DHCP client
+  ipmitool openipmi                          # fencing: ipmitool powers dead nodes off; ipmi_sim is the dev/test BMC
 )
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -133,6 +133,29 @@ class NetworkingConfig(_Section):
         check_networking_config(self, source)
 
 
+class IpmiConfig(_Section):
+    # This node's BMC, published to /nodes/<name>/ipmi so the primary can power the node off.
+    hostname: str = ""  # "" = no IPMI: the node is never fenced and its VMs never recovered
+    port: int = 623
+    username: str = ""
+    password: str = ""
+    # IPMI v2 cipher suite (ipmitool -C); -1 = ipmitool's own choice (it probes, which costs seconds).
+    cipher_suite: int = -1
+
+
+class FencingConfig(_Section):
+    # What the primary does with a dead node: "fence" (power it off through IPMI, then start its
+    # VMs elsewhere) or "none" (only mark it dead; its VMs wait for it). The primary's value applies.
+    policy: Literal["fence", "none"] = "fence"
+    # Seconds a node's presence must be gone before it is considered dead.
+    dead_after: float = 10.0
+    # Seconds between fence attempts on a node whose power-off could not be confirmed.
+    retry_interval: float = 10.0
+    # Upper bound of one ipmitool call, in seconds.
+    ipmi_timeout: float = 10.0
+    ipmi: IpmiConfig = msgspec.field(default_factory=IpmiConfig)
+
+
 class DaemonConfig(_Section):
     node: NodeConfig = msgspec.field(default_factory=NodeConfig)
     zookeeper: ZookeeperConfig = msgspec.field(default_factory=ZookeeperConfig)
@@ -142,6 +165,7 @@ class DaemonConfig(_Section):
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     coordinator: CoordinatorConfig = msgspec.field(default_factory=CoordinatorConfig)
     networking: NetworkingConfig = msgspec.field(default_factory=NetworkingConfig)
+    fencing: FencingConfig = msgspec.field(default_factory=FencingConfig)
     # Seconds between keepalives (resource stats) written to ZooKeeper.
     keepalive_interval: float = 5.0
 
@@ -165,6 +189,9 @@ def _check_ranges(cfg: DaemonConfig, source: str) -> None:
         "keepalive_interval": cfg.keepalive_interval,
         "coordinator.election_session_timeout": cfg.coordinator.election_session_timeout,
         "networking.dhcp_lease_time": cfg.networking.dhcp_lease_time,
+        "fencing.dead_after": cfg.fencing.dead_after,
+        "fencing.retry_interval": cfg.fencing.retry_interval,
+        "fencing.ipmi_timeout": cfg.fencing.ipmi_timeout,
     }
     for key, value in positive.items():
         if not math.isfinite(value) or value <= 0:

@@ -158,6 +158,18 @@ class Reservation(Record):
     hostname: str = ""
 
 
+class IpmiInfo(Record):
+    """``/nodes/<name>/ipmi``: the node's BMC, from its own config (``fencing.ipmi``), for the primary's
+    fencing duty. Credentials included, as the original system kept them in ZooKeeper: restrict
+    access to ZooKeeper accordingly."""
+
+    hostname: str = ""
+    port: int = 623
+    username: str = ""
+    password: str = ""
+    cipher_suite: int = -1  # ipmitool -C; -1 = ipmitool's default
+
+
 class NodeNetwork(Record):
     """``/nodes/<name>/network``: what a node's networking role reports about itself."""
 
@@ -188,7 +200,7 @@ class Paths:
     @staticmethod
     def node_key(name: str, key: str) -> str:
         # key: alive | daemon_state | domain_state | coordinator_state | keepalive
-        #      | flush_request | flush_progress | network
+        #      | flush_request | flush_progress | network | ipmi
         return f"/nodes/{name}/{key}"
 
     @staticmethod

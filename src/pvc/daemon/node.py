@@ -10,7 +10,7 @@ import time
 from pvc import __version__
 from pvc.daemon.context import DaemonContext
 from pvc.errors import PvcError
-from pvc.schema import Keepalive, NodeInfo, Paths
+from pvc.schema import IpmiInfo, Keepalive, NodeInfo, Paths
 
 
 class NodePresence:
@@ -38,6 +38,9 @@ class NodePresence:
         )
         await zk.ensure_path(Paths.node(self.ctx.node))
         await zk.set(Paths.node(self.ctx.node), info.encode())
+        ipmi = cfg.fencing.ipmi  # the primary powers this node off with it when it dies (docs/operations.md)
+        await zk.put(self._key("ipmi"), IpmiInfo(hostname=ipmi.hostname, port=ipmi.port, username=ipmi.username,
+                                                 password=ipmi.password, cipher_suite=ipmi.cipher_suite).encode())
         await zk.create_owned(self._key("alive"), str(os.getpid()).encode())
         await self.set_state("init")
         if await zk.get_data(self._key("domain_state")) is None:

@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--coordinators", type=int, default=None, help="the first K nodes are coordinators (default: up to 3)")
     up.add_argument("--networking", action="store_true",
                     help="give each node's networking a network namespace of its own (client networks, DHCP, DNS)")
+    up.add_argument("--fencing", action="store_true",
+                    help="give each node a simulated BMC (ipmi_sim) so the primary can fence dead nodes")
     info = sub.add_parser("info", help="show each node's config, libvirt URI, console log directory and pvcd pid")
     info.add_argument("--workdir", required=True)
     info.add_argument("-o", "--output", choices=["table", "json"], default="table")
@@ -36,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             if args.nodes < 1:
                 parser.error("--nodes must be at least 1")
-            state = cluster.up(args.nodes, args.hypervisor, args.coordinators, networking=args.networking)
+            state = cluster.up(args.nodes, args.hypervisor, args.coordinators, networking=args.networking,
+                               fencing=args.fencing)
             for node in cluster.info():
                 print(f"{node['name']}: pvcd pid {node['pvcd_pid']}, libvirt {node['libvirt_uri']}")
             print(f"PVC_ZOOKEEPER={state.zookeeper}")

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pvc.devcluster.libvirtd import Libvirtd
-from pvc.devcluster.proc import free_port, is_running, log_tail, terminate
+from pvc.devcluster.proc import free_port, free_udp_port, is_running, log_tail, terminate
 from pvc.devcluster.zookeeper_server import ZookeeperServer
 
 
@@ -34,6 +34,9 @@ class NodeSpec:
     migration_ports: tuple[int, int]
     pvcd_pid: int | None = None
     libvirtd_pid: int | None = None
+    # With fencing: the node's simulated BMC (ipmi_sim) on 127.0.0.1, UDP (pvc.devcluster.bmc).
+    ipmi_port: int = 0
+    bmc_serial_port: int = 0
 
 
 @dataclass
@@ -46,6 +49,8 @@ class ClusterState:
     nodes: list[NodeSpec] = field(default_factory=list)
     # Each node's networking in a network namespace of its own (pvc.devcluster.netns).
     networking: bool = False
+    # Each node has a simulated BMC and publishes it for the primary's fencing duty.
+    fencing: bool = False
 
 
 class DevCluster:
@@ -83,6 +88,21 @@ class DevCluster:
             return self.workdir / "console"
         return self.workdir / node / "console"
 
+    def bmc(self, node: NodeSpec):
+        from pvc.devcluster.bmc import Bmc
+
+        return Bmc(self.workdir / node.name / "bmc", self.workdir, node.name, node.ipmi_port, node.bmc_serial_port)
+
+    def fencing_config(self, node: NodeSpec) -> dict:
+        # Short enough for tests to see a fence within seconds; no ipmi section without BMCs.
+        config: dict = {"dead_after": 3, "retry_interval": 3, "ipmi_timeout": 5}
+        if self.state.fencing:
+            from pvc.devcluster.bmc import PASSWORD, USERNAME
+
+            config["ipmi"] = {"hostname": "127.0.0.1", "port": node.ipmi_port, "username": USERNAME,
+                              "password": PASSWORD, "cipher_suite": 3}
+        return config
+
     def netns(self):
         from pvc.devcluster.netns import NetnsLab, tag_for
 
@@ -113,13 +133,14 @@ class DevCluster:
             "vm": {"shutdown_timeout": 30},
             "keepalive_interval": 2,
             "networking": self.networking_config(node),
+            "fencing": self.fencing_config(node),
         }
         Path(node.config).write_text(yaml.safe_dump(config, sort_keys=False))
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def up(self, nodes: int = 3, hypervisor: str = "test", coordinators: int | None = None,
-           timeout: float = 60, networking: bool = False) -> ClusterState:
+           timeout: float = 60, networking: bool = False, fencing: bool = False) -> ClusterState:
         if self.state and self.is_up():
             raise RuntimeError(f"a cluster is already running in {self.workdir}; run `down` first")
         if self.state:
@@ -133,7 +154,8 @@ class DevCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         self.state = ClusterState(workdir=str(self.workdir), hypervisor=hypervisor,
-                                  zookeeper=f"127.0.0.1:{port}", zookeeper_port=port, networking=networking)
+                                  zookeeper=f"127.0.0.1:{port}", zookeeper_port=port, networking=networking,
+                                  fencing=fencing)
         names = [f"hv{i}" for i in range(1, nodes + 1)]
         coordinator_names = names[: min(3, nodes) if coordinators is None else coordinators]
         for name in names:
@@ -144,6 +166,7 @@ class DevCluster:
                 name=name, config=str(base / "pvcd.yaml"), libvirt_uri="", migration_uri="",
                 console_log_directory=str(self.console_directory(name)), pvcd_log=str(base / "pvcd.log"),
                 coordinator=name in coordinator_names, libvirtd_port=free_port(), migration_ports=(lo, lo + 15),
+                ipmi_port=free_udp_port() if fencing else 0, bmc_serial_port=free_port() if fencing else 0,
             )
             Path(spec.console_log_directory).mkdir(parents=True, exist_ok=True)
             self.state.nodes.append(spec)
@@ -165,6 +188,9 @@ class DevCluster:
                 node.migration_uri = libvirtd.tcp_uri
                 self._write_config(node, coordinator_names)
                 self._save()
+            if fencing:  # after the libvirtds: a BMC's power-on finds its node's libvirtd up already
+                for node in self.state.nodes:
+                    self.bmc(node).start()
             for node in self.state.nodes:
                 self.start_node(node.name, wait=False)
             self.wait_running(names, timeout)
@@ -246,6 +272,9 @@ class DevCluster:
         for node in self.state.nodes:
             self.libvirtd(node).stop()
             node.libvirtd_pid = None
+        if self.state.fencing:  # last: a BMC's exit "powers off" its node (what is left of it)
+            for node in self.state.nodes:
+                self.bmc(node).stop()
         self.zookeeper().stop()
         self.state.zookeeper_pid = None
         if self.state.networking:

@@ -17,6 +17,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that is free right now (for a simulated BMC)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def is_running(pid: int | None) -> bool:
     """True if ``pid`` exists and is not a zombie (a killed child we have not reaped yet)."""
     if not pid:

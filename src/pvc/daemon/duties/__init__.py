@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from pvc.daemon.context import DaemonContext
 from pvc.daemon.duties.client_networks import ClientNetworksDuty
+from pvc.daemon.duties.fencing import FencingDuty
 from pvc.daemon.duties.floating_addresses import FloatingAddressesDuty
 from pvc.daemon.duties.guard import TeardownGuard
 
@@ -25,6 +26,7 @@ from pvc.daemon.duties.guard import TeardownGuard
 DUTIES: dict[str, tuple[type, Callable[[DaemonContext], bool]]] = {
     "floating_addresses": (FloatingAddressesDuty, lambda ctx: ctx.config.networking.enabled),
     "client_networks": (ClientNetworksDuty, lambda ctx: ctx.config.networking.enabled),
+    "fencing": (FencingDuty, lambda ctx: True),
 }
 
 STOP_TIMEOUT = 20.0
@@ -51,7 +53,8 @@ class PrimaryDuties:
     async def start(self) -> None:
         """Start every duty (concurrently: they are independent); return when all are up."""
         self.running = True
-        if self.duties:
+        # Only duties that change the host need the guard (fencing does not: ``needs_guard = False``).
+        if any(getattr(d, "needs_guard", True) for d in self.duties):
             await self.guard.start()
 
         async def one(duty) -> None:

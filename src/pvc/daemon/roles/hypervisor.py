@@ -13,7 +13,7 @@ import time
 
 import msgspec
 
-from pvc import store
+from pvc import fencing, store
 from pvc.daemon.console_tailer import ConsoleTailer
 from pvc.daemon.context import DaemonContext
 from pvc.daemon.flush import NodeOperations
@@ -216,7 +216,9 @@ class HypervisorRole:
         def change(d: Domain) -> Domain | None:
             if d.node != self.me or d.state not in ("start", "restart", "migrate"):
                 return None
-            return _replace(d, state="start", libvirt_state=self.host.state(d.uuid), failed_reason="", target_node="")
+            # A recovery note (pvc.fencing) stays visible after the start; any other reason is cleared.
+            note = d.failed_reason if fencing.is_recovery_note(d.failed_reason) else ""
+            return _replace(d, state="start", libvirt_state=self.host.state(d.uuid), failed_reason=note, target_node="")
 
         await self.update(dom.uuid, change)
 
