@@ -201,7 +201,8 @@ def test_name_unusable_as_path(name):
 def test_name_with_control_characters_refused(name):
     # Regression: the name becomes a ZooKeeper node (/domain_names/<name>); ZooKeeper refuses
     # paths containing U+0001..U+001F and U+007F..U+009F, and libvirt refuses a newline in a name.
-    invalid(xml(name=escape(name).replace("\n", "&#10;").replace("\t", "&#9;")))
+    msg = invalid(xml(name=escape(name).replace("\n", "&#10;").replace("\t", "&#9;")))
+    assert "not usable as a VM name" in msg
 
 
 # -- errors ---------------------------------------------------------------------------------------
