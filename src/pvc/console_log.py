@@ -237,28 +237,6 @@ class FileCursor:
 # ---------------------------------------------------------------------------------------------- writing
 
 
-class WriteLimiter:
-    """At most one ZooKeeper write per ``interval`` seconds per VM (changes in between are coalesced
-    into the next write); a final flush always goes through. ``now`` is a monotonic clock."""
-
-    def __init__(self, interval: float = WRITE_INTERVAL) -> None:
-        self.interval = interval
-        self._last: float | None = None
-
-    def delay(self, now: float) -> float:
-        """Seconds until a write is allowed (0: now)."""
-        if self._last is None:
-            return 0.0
-        return min(self.interval, max(0.0, self._last + self.interval - now))
-
-    def allow(self, now: float, *, final: bool = False) -> bool:
-        """Whether to write now; if so, counts the write."""
-        if final or self.delay(now) == 0.0:
-            self._last = now
-            return True
-        return False
-
-
 class WriteBudget:
     """When one VM's buffer may be written: a token bucket counted in seconds of credit.
 

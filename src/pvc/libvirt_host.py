@@ -31,7 +31,6 @@ _STATE_NAMES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: "paused",
 }
 
-EVENT_STARTED = libvirt.VIR_DOMAIN_EVENT_STARTED
 EVENT_STOPPED = libvirt.VIR_DOMAIN_EVENT_STOPPED
 EVENT_CRASHED = libvirt.VIR_DOMAIN_EVENT_CRASHED
 STOPPED_MIGRATED = libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED
@@ -61,12 +60,14 @@ class HostStats:
 
 
 class LibvirtHost:
-    def __init__(self, uri: str, on_event: EventCallback, log: Callable[..., None] | None = None) -> None:
+    def __init__(self, uri: str, on_event: EventCallback, log: Callable[..., None] | None = None,
+                 on_reconnect: Callable[[], None] | None = None) -> None:
         self.uri = uri
         self._on_event = on_event
         self._log = log or (lambda event, **kw: None)
         self._conn: libvirt.virConnect | None = None
-        self.reconnected = asyncio.Event()
+        # Events were missed while the connection was down: whoever keeps state must look again.
+        self._on_reconnect = on_reconnect or (lambda: None)
 
     def open(self) -> None:
         global _event_impl_loop
@@ -101,7 +102,6 @@ class LibvirtHost:
     def _closed(self, _conn, reason: int, _opaque) -> None:
         self._log("libvirt_connection_closed", uri=self.uri, reason=reason)
         self._conn = None
-        self.reconnected.clear()
 
     async def keep_connected(self) -> None:
         """Reopen the connection whenever libvirtd goes away (restart, crash)."""
@@ -110,7 +110,7 @@ class LibvirtHost:
                 try:
                     self.open()
                     self._log("libvirt_reconnected", uri=self.uri)
-                    self.reconnected.set()
+                    self._on_reconnect()
                 except Unavailable:
                     await asyncio.sleep(1)
                     continue

@@ -92,3 +92,25 @@ def test_session_expiry_reregisters_presence(cluster):
     wait_until(lambda: cluster.vm("sess")["state"] == "stop", timeout=3)
     log = open(cluster.dev.node("hv3").pvcd_log).read()
     assert "zookeeper_session_renewed" in log
+
+
+def test_libvirtd_restart_is_survived(cluster):
+    """libvirtd goes away and comes back (the test driver forgets its domains, like a host whose
+    hypervisor restarted): the daemon reconnects, re-reads libvirt's truth and carries out the
+    recorded intent again: VMs meant to run run once more, stopped ones stay stopped."""
+    cluster.define("lv-on", node="hv1", start=True)
+    cluster.define("lv-off", node="hv1")
+    libvirtd = cluster.dev.libvirtd(cluster.dev.node("hv1"))
+    pvcd_pid = cluster.dev.node("hv1").pvcd_pid
+    libvirtd.stop()
+    libvirtd.start()
+    wait_until(lambda: "lv-on" in cluster.running_on("hv1"), timeout=20)
+    assert cluster.where_running("lv-on") == ["hv1"]
+    assert "lv-off" not in cluster.running_on("hv1")
+    from pvc.devcluster.proc import is_running
+
+    assert is_running(pvcd_pid)
+    log = open(cluster.dev.node("hv1").pvcd_log).read()
+    assert "libvirt_reconnected" in log
+    cluster.pvc("vm", "stop", "lv-on", "--wait")
+    assert cluster.where_running("lv-on") == []

@@ -14,7 +14,6 @@ from pvc.console_log import (
     FileCursor,
     LineDecoder,
     ReadPlan,
-    WriteLimiter,
     min_bytes,
     new_lines,
     tail,
@@ -396,20 +395,3 @@ def test_decoder_reset_forgets_a_sequence_cut_by_truncation():
     assert out == "xfresh\n"
 
 
-def test_write_limiter_coalesces_but_lets_the_final_flush_through():
-    limiter = WriteLimiter(interval=0.25)
-    assert limiter.delay(10.0) == 0.0 and limiter.allow(10.0)
-    assert not limiter.allow(10.1)
-    assert limiter.delay(10.1) == pytest.approx(0.15)
-    assert limiter.allow(10.25)
-    assert limiter.allow(10.26, final=True)
-    assert not limiter.allow(10.3)
-
-
-@given(times=st.lists(st.floats(0, 100, allow_nan=False), max_size=60))
-def test_write_limiter_spaces_writes(times):
-    limiter = WriteLimiter(interval=0.25)
-    allowed = [t for t in sorted(times) if limiter.allow(t)]
-    assert all(b - a >= 0.25 for a, b in zip(allowed, allowed[1:]))
-    if times:
-        assert allowed[0] == min(times)

@@ -68,7 +68,6 @@ class Dnsmasq:
         self._supervisor: asyncio.Task | None = None
         self._wanted = False
         self._restart = asyncio.Event()
-        self.starts = 0
 
     @property
     def pid(self) -> int | None:
@@ -98,7 +97,6 @@ class Dnsmasq:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=logfile, stderr=logfile, start_new_session=True
             )
-        self.starts += 1
         self.on_pid(self.proc.pid)
         try:
             await asyncio.wait_for(asyncio.shield(self.proc.wait()), START_SETTLE)

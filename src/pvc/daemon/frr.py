@@ -41,7 +41,6 @@ class FrrRenderer:
         self.log = ctx.log.bind(role="coordinator", task="frr")
         self._changed = asyncio.Event()
         self._watches: dict[str, asyncio.Task] = {}
-        self.renders = 0
 
     def _poke(self, *_args) -> None:
         self._changed.set()
@@ -112,7 +111,6 @@ class FrrRenderer:
             self.log.error("frr_config_rejected", error=complaint)
             return False
         os.replace(tmp, path)
-        self.renders += 1
         self.log.info("frr_config_written", path=str(path))
         if self.cfg.reload_command:
             proc = await asyncio.create_subprocess_exec(*self.cfg.reload_command, stdin=asyncio.subprocess.DEVNULL,

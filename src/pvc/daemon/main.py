@@ -53,7 +53,13 @@ async def serve(cfg: DaemonConfig) -> None:
             if handler:
                 handler(uuid, event, detail)
 
-    host = LibvirtHost(cfg.libvirt.uri, on_event, log=log.info)
+    def on_reconnect() -> None:
+        for role in roles:
+            handler = getattr(role, "on_libvirt_reconnected", None)
+            if handler:
+                handler()
+
+    host = LibvirtHost(cfg.libvirt.uri, on_event, log=log.info, on_reconnect=on_reconnect)
     while True:
         try:
             host.open()

@@ -92,6 +92,10 @@ class HypervisorRole:
         self._presence_changed()
         self.kick(uuid)
 
+    def on_libvirt_reconnected(self) -> None:
+        for uuid in list(self.records):
+            self.kick(uuid)
+
     async def _residency(self, dom: Domain | None, uuid: str, running: bool) -> None:
         here = dom is not None and dom.node == self.me and running
         if here and uuid not in self._here:
