@@ -65,15 +65,13 @@ NODE_WAIT = typer.Option(False, "--wait", "-w", help="Say if the flush lock is h
 
 @app.command()
 def flush(node: str = NODE_ARG, wait: bool = NODE_WAIT):
-    """Evacuate a node: migrate every VM away (previous_node = this node), under the cluster-wide
-    flush lock; flushes requested meanwhile queue and run one after another."""
+    """Evacuate a node: migrate every VM away (previous_node = this node), under the cluster-wide flush lock; flushes requested meanwhile queue and run one after another."""
     _operation("flush", node, wait)
 
 
 @app.command()
 def ready(node: str = NODE_ARG, wait: bool = NODE_WAIT):
-    """Return a node to service: bring back every VM whose previous_node is this node (cancels a
-    running flush of this node first)."""
+    """Return a node to service: bring back every VM whose previous_node is this node (cancels a running flush of this node first)."""
     _operation("ready", node, wait)
 
 

@@ -242,9 +242,7 @@ def migrate(
                                "its previous_node is kept (it stays the VM's home for unmigrate)."),
     wait: bool = WAIT,
 ):
-    """Live-migrate a VM to another node (a shutdown migration where live is impossible) and record
-    its current node as previous_node. A VM that was already migrated is refused unless --force;
-    a forced migrate does not change previous_node."""
+    """Live-migrate a VM to another node (a shutdown migration where live is impossible) and record its current node as previous_node. A VM that was already migrated is refused unless --force; a forced migrate does not change previous_node."""
     _migration("migrate", vm, target, selector, force, wait)
 
 
