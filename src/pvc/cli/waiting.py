@@ -8,6 +8,8 @@ from pvc import vm_states
 from pvc.errors import PvcError
 from pvc.schema import Domain, Paths
 
+ABSENCE_GRACE = 3.0
+
 
 async def wait_for_vm(zk, uuid: str, action: str, after_version: int, nodes: list[str], outcome=None) -> Domain:
     """Return the record once ``action`` finished (or ``outcome(record)`` says so); raise with the
@@ -30,10 +32,18 @@ async def wait_for_vm(zk, uuid: str, action: str, after_version: int, nodes: lis
                 finish(dom, error)
 
     def on_alive(node: str):
+        # A daemon renewing its ZooKeeper session (after a server restart) is briefly absent: only a
+        # daemon still gone after ABSENCE_GRACE seconds counts as not running.
+        timer: list[asyncio.TimerHandle] = []
+
         def check(data: bytes | None, _version: int) -> None:
+            for t in timer:
+                t.cancel()
+            timer.clear()
             if data is None:
-                finish(error=f"the daemon on node {node} is not running; the request is recorded and "
-                             "will be carried out when it returns")
+                timer.append(loop.call_later(ABSENCE_GRACE, lambda: finish(
+                    error=f"the daemon on node {node} is not running; the request is recorded and "
+                          "will be carried out when it returns")))
         return check
 
     watches = [zk.watch_data(Paths.domain(uuid), on_record)]
