@@ -257,7 +257,7 @@ def run(vms: int, seconds: float, workdir: Path) -> None:
         def measure(rate_per_vm: float) -> tuple[float, float, float]:
             before = key_versions(zookeeper, list(uuids.values()))
             cpu = cpu_seconds(node.pvcd_pid)
-            zk_cpu = cpu_seconds(dev.state.zookeeper_pid)
+            zk_cpu = sum(cpu_seconds(z.pid) for z in dev.state.zookeeper_servers)  # the whole ensemble
             start = time.monotonic()
             fds = {n: os.open(log_dir / f"{n}.log", os.O_WRONLY | os.O_APPEND) for n in names}
             try:
@@ -277,7 +277,7 @@ def run(vms: int, seconds: float, workdir: Path) -> None:
                     os.close(fd)
             elapsed = time.monotonic() - start
             cpu = cpu_seconds(node.pvcd_pid) - cpu
-            zk_cpu = cpu_seconds(dev.state.zookeeper_pid) - zk_cpu
+            zk_cpu = sum(cpu_seconds(z.pid) for z in dev.state.zookeeper_servers) - zk_cpu
             time.sleep(0.5)
             after = key_versions(zookeeper, list(uuids.values()))
             writes = sum(after[u][0] - before[u][0] for u in after)

@@ -149,8 +149,10 @@ class FencingConfig(_Section):
     policy: Literal["fence", "none"] = "fence"
     # Seconds a node's presence must be gone before it is considered dead.
     dead_after: float = 10.0
-    # Seconds between fence attempts on a node whose power-off could not be confirmed.
+    # Seconds before the second fence attempt on a node whose power-off could not be confirmed;
+    # each later wait doubles, up to retry_max_interval (docs/operations.md, "Timers").
     retry_interval: float = 10.0
+    retry_max_interval: float = 120.0
     # Upper bound of one ipmitool call, in seconds.
     ipmi_timeout: float = 10.0
     ipmi: IpmiConfig = msgspec.field(default_factory=IpmiConfig)
@@ -191,6 +193,7 @@ def _check_ranges(cfg: DaemonConfig, source: str) -> None:
         "networking.dhcp_lease_time": cfg.networking.dhcp_lease_time,
         "fencing.dead_after": cfg.fencing.dead_after,
         "fencing.retry_interval": cfg.fencing.retry_interval,
+        "fencing.retry_max_interval": cfg.fencing.retry_max_interval,
         "fencing.ipmi_timeout": cfg.fencing.ipmi_timeout,
     }
     for key, value in positive.items():
@@ -211,6 +214,12 @@ def parse_config(text: str | bytes, source: str = "<config>") -> DaemonConfig:
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"config {source}: {exc}") from None
     _check_ranges(cfg, source)
+    from pvc.zk import parse_hosts
+
+    try:
+        parse_hosts(cfg.zookeeper.hosts)
+    except InvalidInput as exc:
+        raise InvalidInput(f"config {source}: zookeeper.hosts: {exc}") from None
     cfg.networking.check(source)
     return cfg
 

@@ -1,9 +1,11 @@
 """Planning a node flush and a node ready (pure).
 
-Flush: every VM assigned to the node leaves it. Running VMs migrate; stopped ones are reassigned
-at once. Targets come from the same placement as everywhere else, with each planned VM counted
-against its target so a flush spreads VMs instead of piling them on the best node at the start.
-Ready: every VM whose previous_node is this node comes home.
+Flush: every VM assigned to the node leaves it, except disabled ones (kept out of flushes: they
+stay, off, on their node). Running VMs migrate; the others are handed over by the node once its
+libvirt confirms them off. Targets come from the same placement as everywhere else, with each
+planned VM counted against its target so a flush spreads VMs instead of piling them on the best
+node at the start. Ready: every VM whose previous_node is this node comes home (disabled ones too
+stay where they are).
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ from dataclasses import dataclass
 
 from pvc import placement
 from pvc.errors import PvcError
-from pvc.schema import Domain
-
-RUNNING_STATES = ("start", "restart", "migrate")
+from pvc.schema import WANTS_RUNNING, Domain
 
 
 @dataclass(frozen=True)
@@ -23,15 +23,15 @@ class Move:
     uuid: str
     name: str
     target: str  # "" when there is nowhere to go
-    live: bool  # running: migrate; otherwise reassign only
+    live: bool  # wanted running: migrate; otherwise a hand-over once it is confirmed off
     reason: str = ""  # why target is "" (no eligible node)
 
 
 def plan_flush(domains: list[Domain], me: str, nodes: list[placement.Candidate], default_selector: str) -> list[Move]:
     pool = {c.name: c for c in nodes}
     moves = []
-    for dom in sorted((d for d in domains if d.node == me), key=lambda d: d.name):
-        live = dom.state in RUNNING_STATES
+    for dom in sorted((d for d in domains if d.node == me and d.state != "disable"), key=lambda d: d.name):
+        live = dom.state in WANTS_RUNNING
         try:
             target = placement.choose_node(
                 list(pool.values()),
@@ -56,7 +56,7 @@ def plan_flush(domains: list[Domain], me: str, nodes: list[placement.Candidate],
 
 def plan_ready(domains: list[Domain], me: str) -> list[Move]:
     return [
-        Move(d.uuid, d.name, me, d.state in RUNNING_STATES)
+        Move(d.uuid, d.name, me, d.state in WANTS_RUNNING)
         for d in sorted(domains, key=lambda d: d.name)
-        if d.previous_node == me and d.node != me
+        if d.previous_node == me and d.node != me and d.state != "disable"
     ]

@@ -1,7 +1,11 @@
 """What a node's daemon should do about one VM (pure).
 
-Given the VM's record and whether libvirt on this node runs it, decide the single next step.
-The daemon executes it and records the outcome, which triggers the next decision.
+Given the VM's record and what libvirt on this node says, decide the single next step. The
+daemon executes it and records the outcome (``vm_outcomes``), which triggers the next decision.
+
+Only libvirt's truth moves a VM: a VM is handed to another node by its own node's daemon, once its
+libvirt here says it is off; a VM this daemon saw running that vanished without pvc asking is
+recorded as stopped outside pvc, never started again on what the record believes.
 """
 
 from __future__ import annotations
@@ -19,21 +23,26 @@ class Step(Enum):
     DISABLE = "disable"              # graceful like shutdown, state stays disable
     RESTART = "restart"              # shutdown then start
     MIGRATE = "migrate"              # move to target_node (live, else by shutdown)
-    HAND_OVER = "hand_over"          # migrate requested but not running here: just reassign
+    HAND_OVER = "hand_over"          # to target_node, now that libvirt here confirms it off
+    RECORD_LOST = "record_lost"      # seen running here, gone without pvc asking: stopped outside pvc
     RECORD_RUNNING = "record_running"    # libvirt_state in the record says otherwise
     RECORD_STOPPED = "record_stopped"    # state=shutdown already off -> stop; libvirt_state shutoff
     FOREIGN = "foreign"              # runs here but is assigned elsewhere: report, never kill
+    CLEAR_DUPLICATE = "clear_duplicate"  # the record lists this node as running a copy; it does not
 
 
-def decide(dom: Domain, me: str, running_here: bool) -> Step:
+def decide(dom: Domain, me: str, running_here: bool, seen_running_here: bool = False) -> Step:
+    """``seen_running_here``: this daemon saw libvirt run the VM and has not stopped it since."""
     if dom.node != me:
         if running_here and not (dom.state == "migrate" and dom.target_node == me):
             return Step.FOREIGN
-        return Step.NOTHING
+        return Step.CLEAR_DUPLICATE if me in dom.duplicate_on else Step.NOTHING
+    if me in dom.duplicate_on:
+        return Step.CLEAR_DUPLICATE
     state = dom.state
     if state == "start":
         if not running_here:
-            return Step.START
+            return Step.RECORD_LOST if seen_running_here else Step.START
         return Step.NOTHING if dom.libvirt_state == "running" else Step.RECORD_RUNNING
     if state == "restart":
         return Step.RESTART if running_here else Step.START
@@ -46,6 +55,8 @@ def decide(dom: Domain, me: str, running_here: bool) -> Step:
             return {"stop": Step.DESTROY, "shutdown": Step.SHUTDOWN, "disable": Step.DISABLE, "fail": Step.DESTROY}[state]
         if state == "shutdown" or dom.libvirt_state != "shutoff":
             return Step.RECORD_STOPPED
+        if dom.target_node and dom.target_node != me:
+            return Step.HAND_OVER
     return Step.NOTHING
 
 

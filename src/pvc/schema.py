@@ -16,7 +16,10 @@ NODE_DAEMON_STATES = ("init", "run", "shutdown", "stop", "dead", "fenced")
 NODE_DOMAIN_STATES = ("ready", "flush", "flushed", "unflush")
 COORDINATOR_STATES = ("client", "primary", "secondary", "takeover", "relinquish")
 SELECTORS = ("mem", "memfree", "load", "vcpus", "vms")
-MIGRATION_METHODS = ("live", "shutdown")
+# any: live, falling back to a shutdown migration where live fails; live: never falls back.
+MIGRATION_METHODS = ("any", "live", "shutdown")
+# The states in which a VM is wanted running: named once, for reconcile, flush and fencing.
+WANTS_RUNNING = ("start", "restart", "migrate")
 
 
 class Record(msgspec.Struct, kw_only=True, omit_defaults=False):
@@ -28,10 +31,26 @@ class Record(msgspec.Struct, kw_only=True, omit_defaults=False):
         return msgspec.json.decode(data, type=cls)
 
 
+class Migration(msgspec.Struct, kw_only=True):
+    """How a VM last changed node: ``live``, ``shutdown`` (shut down here, started there) or
+    ``off`` (it was not running: handed over). ``note`` says why a fallback happened."""
+
+    source: str
+    target: str
+    method: str
+    seconds: float = 0.0
+    time: float = 0.0
+    note: str = ""
+
+
 class Domain(Record):
     """``/domains/<uuid>``: one VM. ``state`` is the intent an operator set (and the daemons move
     along: shutdown -> stop, restart -> start, migrate -> start); ``libvirt_state`` is what the
-    node's daemon last saw libvirt report."""
+    node's daemon last saw libvirt report.
+
+    ``node`` changes only where libvirt's truth backs it: the node's own daemon hands a VM over
+    once its libvirt says the VM is off (``target_node`` set while ``state`` is not a running one
+    is such a pending hand-over), a live migration's outcome, or recovery from a fenced node."""
 
     uuid: str
     name: str
@@ -50,6 +69,12 @@ class Domain(Record):
     autostart: bool = False
     migration_method: str = ""
     console_log_file: str = ""
+    # What the last operation really did when that is not plain success nor a failure
+    # (a shutdown forced off at its timeout, a migration that fell back); cleared by a new request.
+    note: str = ""
+    last_migration: Migration | None = None
+    # Nodes whose libvirt runs this VM although it is assigned to ``node``: must stay empty.
+    duplicate_on: list[str] = []
 
 
 class NodeInfo(Record):
@@ -93,6 +118,7 @@ class FlushRequest(Record):
 class MovedVM(msgspec.Struct):
     name: str
     target: str
+    method: str = ""  # live | shutdown (restarted there) | off (was not running)
 
 
 class FailedVM(msgspec.Struct):
@@ -170,6 +196,28 @@ class IpmiInfo(Record):
     cipher_suite: int = -1  # ipmitool -C; -1 = ipmitool's default
 
 
+FENCE_STATUSES = ("dead", "failed", "fenced", "recovered", "returned")
+
+
+class FenceState(Record):
+    """``/nodes/<name>/fence``: where fencing this node stands, written by the primary's fencing duty
+    (and by `pvc node fence --confirm-powered-off`). Kept in ZooKeeper so that a new primary carries
+    on where the old one stopped (attempt count, retry schedule, a recovery not yet done), and so that
+    `pvc node info` and `pvc cluster status` show a fence that failed. Decided by ``pvc.fencing``."""
+
+    status: str = ""  # "" (never dead) | dead | failed | fenced | recovered | returned
+    method: str = ""  # how the power-off was confirmed: ipmi | operator
+    attempts: int = 0  # failed power-off attempts since the node was declared dead
+    message: str = ""  # why it is not fenced (yet), or what the last attempt said
+    dead_since: float = 0.0  # epoch seconds
+    last_attempt: float = 0.0
+    next_attempt: float = 0.0  # 0 = none planned
+    fenced_at: float = 0.0
+    recovered_at: float = 0.0
+    recovered_vms: int = 0  # VM records changed by the recovery
+    by: str = ""  # the primary that wrote this (or "operator")
+
+
 class NodeNetwork(Record):
     """``/nodes/<name>/network``: what a node's networking role reports about itself."""
 
@@ -200,7 +248,7 @@ class Paths:
     @staticmethod
     def node_key(name: str, key: str) -> str:
         # key: alive | daemon_state | domain_state | coordinator_state | keepalive
-        #      | flush_request | flush_progress | network | ipmi
+        #      | flush_request | flush_progress | network | ipmi | fence
         return f"/nodes/{name}/{key}"
 
     @staticmethod

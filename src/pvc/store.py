@@ -274,9 +274,12 @@ async def request_migration(zk: ZK, uuid: str, mode: str, *, target: str = "", s
         placement.check_selector(selector)
     sizing = dom if dom.state == "start" else msgspec.structs.replace(dom, memory_mib=0)
     target = await choose_node(zk, sizing, target=target, selector=selector, exclude=dom.node)
-    source = dom.node
-    result = await update_domain(zk, uuid, lambda d: vm_states.migrate_request(d, mode, target, force))
-    return result[0], result[1], source
+    source = await get_node(zk, dom.node)
+    fenced = source.daemon_state == "fenced"
+    if dom.state != "start" and dom.state not in vm_states.TRANSIENT:
+        vm_states.check_hand_over_possible(dom, source.daemon_state)
+    result = await update_domain(zk, uuid, lambda d: vm_states.migrate_request(d, mode, target, force, fenced))
+    return result[0], result[1], source.name
 
 
 async def define_domain(zk: ZK, spec: DomainSpec, xml: str, *, target: str, selector: str,

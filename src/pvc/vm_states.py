@@ -8,7 +8,7 @@ state is refused: the earlier request has not been carried out yet.
 from __future__ import annotations
 
 from pvc.errors import Conflict, InvalidInput
-from pvc.schema import Domain
+from pvc.schema import WANTS_RUNNING, Domain
 
 TRANSIENT = ("restart", "shutdown", "migrate")
 
@@ -37,7 +37,15 @@ def request(dom: Domain, action: str) -> Domain:
         raise Conflict(f"VM {dom.name} cannot {action} from state {dom.state}")
     if not dom.node:
         raise Conflict(f"VM {dom.name} has no node assigned")
-    return _with(dom, state=action, failed_reason="")
+    if action == "start" and pending_hand_over(dom):
+        # Started while its node still has to confirm it off: it is started on the new node.
+        return _with(dom, state="migrate", failed_reason="", note="")
+    return _with(dom, state=action, failed_reason="", note="")
+
+
+def pending_hand_over(dom: Domain) -> bool:
+    """A VM not wanted running with a target: its node hands it over once libvirt confirms it off."""
+    return bool(dom.target_node) and dom.target_node != dom.node and dom.state not in WANTS_RUNNING
 
 
 def _with(dom: Domain, **changes) -> Domain:
@@ -93,14 +101,15 @@ def migration_outcome(dom: Domain | None, target: str) -> tuple[bool, str]:
     return False, ""
 
 
-def migrate_request(dom: Domain, mode: str, target: str, force: bool = False) -> Domain:
+def migrate_request(dom: Domain, mode: str, target: str, force: bool = False, source_fenced: bool = False) -> Domain:
     """The record after `pvc vm migrate|move|unmigrate`.
 
     migrate   records the current node as previous_node; refused if the VM already has one,
               unless forced, and a forced migrate keeps the previous_node it had (the VM's home).
     move      a permanent move: previous_node is cleared.
     unmigrate back to previous_node, which is cleared.
-    A running VM gets state "migrate" (its node's daemon moves it); a stopped one is reassigned.
+    A running VM gets state "migrate" (its node's daemon moves it); one that is not running gets
+    a pending hand-over (``target_node``), carried out by its node once libvirt confirms it off.
     """
     if dom.state in TRANSIENT:
         raise Conflict(f"VM {dom.name} is busy ({dom.state} in progress); try again when it finishes")
@@ -120,5 +129,36 @@ def migrate_request(dom: Domain, mode: str, target: str, force: bool = False) ->
     else:
         raise InvalidInput(f"unknown migration mode {mode!r}")
     if dom.state == "start":
-        return _with(dom, state="migrate", target_node=target, previous_node=previous, failed_reason="")
-    return _with(dom, node=target, previous_node=previous, failed_reason="")
+        return _with(dom, state="migrate", target_node=target, previous_node=previous, failed_reason="", note="")
+    if source_fenced:
+        # Its node is confirmed powered off: nothing runs there, the VM may be reassigned now.
+        return _with(dom, node=target, target_node="", previous_node=previous, failed_reason="", note="",
+                     libvirt_state="shutoff")
+    # Never reassigned on its desired state alone: its node's daemon hands it over once its
+    # libvirt confirms the VM off (a stop just requested may not have been carried out).
+    return _with(dom, target_node=target, previous_node=previous, failed_reason="", note="")
+
+
+def check_hand_over_possible(dom: Domain, source_state: str) -> None:
+    """A VM that is not running moves only by its node's daemon (or a fenced node's recovery):
+    refuse at once when no daemon there can confirm it is off."""
+    if source_state in ("run", "init", "fenced"):
+        return
+    raise Conflict(
+        f"VM {dom.name} cannot move: the daemon on node {dom.node} is {source_state or 'not running'}, so nothing "
+        f"can confirm the VM is off there; start that daemon, or if the node is powered off, "
+        f"`pvc node fence {dom.node} --confirm-powered-off`"
+    )
+
+
+def hand_over_outcome(dom: Domain | None, target: str) -> tuple[bool, str]:
+    """Following a VM that is not running, handed to ``target``: (finished, error)."""
+    if dom is None:
+        return True, "the VM was undefined"
+    if dom.node == target:
+        return True, ""
+    if dom.state == "migrate":  # started meanwhile: now a migration
+        return migration_outcome(dom, target)
+    if dom.target_node != target:
+        return True, f"VM {dom.name} stays on {dom.node}: the move to {target} was superseded"
+    return False, ""

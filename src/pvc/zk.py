@@ -7,6 +7,10 @@ It owns what aiozk leaves to its callers (see docs/schema.md and the notes on ai
 - watches are re-armed one-shot watches of our own (aiozk's DataWatcher mutates class state and
   hands the NoNode class to callbacks);
 - failed transactions raise instead of returning a falsy result;
+- a connection the server closed (a server killed) is noticed at once and the requests pending on
+  it are resent to another server of the ensemble, within the same bound;
+- what ZooKeeper cannot hold (a request over jute.maxbuffer) is refused before it is sent;
+- a connection string that cannot be parsed, or servers that all refuse the connection, fail at once;
 - aiozk's noisy disconnect tracebacks are silenced; we log session changes ourselves.
 """
 
@@ -14,15 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import aiozk
+import aiozk.connection
 import aiozk.session
 from aiozk import exc, protocol
 from aiozk.states import States
 
-from pvc.errors import Unavailable
+from pvc.errors import InvalidInput, Unavailable
 
 # Exceptions callers may catch without importing aiozk.
 NoNode = exc.NoNode
@@ -30,12 +37,129 @@ NodeExists = exc.NodeExists
 BadVersion = exc.BadVersion
 NotEmpty = exc.NotEmpty
 
-# aiozk backs off up to 60 s between reconnect rounds; a cluster daemon wants to be back within seconds.
-aiozk.session.MAX_FIND_WAIT = 2
+# aiozk backs off up to 60 s between reconnect rounds; a cluster daemon wants to be back within its
+# session timeout, and an ensemble electing a new leader (about a second) refuses every client meanwhile:
+# try again every half second (a round is one short connection per server).
+aiozk.session.MAX_FIND_WAIT = 0.5
 logging.getLogger("aiozk").setLevel(logging.CRITICAL)
 
 _PIPELINE_BATCH = 2000
 _MULTI_READ_BATCH = 500
+
+# The server drops the connection of any request larger than jute.maxbuffer (default 0xfffff bytes,
+# 1 MB - 1), so a larger write would only be retried until the timeout. Requests are checked here.
+MAX_REQUEST_BYTES = 0xFFFFF
+# Below this much payload a request cannot reach the limit (a path and an ACL are far smaller).
+_SIZE_CHECK_FROM = MAX_REQUEST_BYTES - 64 * 1024
+
+# The connection dropped under a request (server killed or restarted): resend it once connected again.
+_DROPPED = (exc.ConnectError, exc.ConnectionLoss, exc.TimeoutError, exc.UnfinishedRead, ConnectionError)
+
+
+def parse_hosts(hosts: str) -> list[tuple[str, int]]:
+    """``host:port,host:port,...`` (an IPv6 address in brackets; port 2181 when left out) as pairs;
+    InvalidInput naming the part that cannot be parsed."""
+    expected = "expected HOST:PORT[,HOST:PORT...] (an IPv6 address in brackets: [::1]:2181)"
+    if not hosts.strip():
+        raise InvalidInput(f"no ZooKeeper address given: {expected}")
+    servers = []
+    for item in hosts.split(","):
+        part = item.strip()
+        m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\w*))?|([A-Za-z0-9._-]+)(?::(\w*))?", part)
+        if not m:
+            raise InvalidInput(f"invalid ZooKeeper address {part!r}: {expected}")
+        host, port = (m[1], m[2]) if m[1] else (m[3], m[4])
+        if port is None:
+            port = "2181"
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidInput(f"invalid ZooKeeper address {part!r}: port {port!r} is not a number from 1 to 65535")
+        servers.append((host, int(port)))
+    return servers
+
+
+def _format_hosts(servers: list[tuple[str, int]]) -> str:
+    return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in servers)
+
+
+def _connect_error(error: OSError) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, socket.gaierror):
+        return "unknown host"
+    return (error.strerror or str(error) or type(error).__name__).lower()
+
+
+_aiozk_read_loop = aiozk.connection.Connection.read_loop
+
+
+async def _read_loop(self: aiozk.connection.Connection) -> None:
+    await _aiozk_read_loop(self)
+    if self.closing:
+        return
+    # aiozk's read loop ends quietly when the server closes the connection (a killed server): its
+    # pending requests then wait, and the session stays "connected" until a heartbeat times out
+    # (2/3 of the session timeout, enough to lose the session). Fail them now as a dropped
+    # connection (aiozk's Session.send resends those once connected again) and look for another
+    # server at once.
+    self.abort(exc.ConnectError)
+    session = getattr(self.watch_handler, "__self__", None)
+    if session is not None and session.conn is self and session.state == States.CONNECTED:
+        session.state.transition_to(States.SUSPENDED)
+
+
+aiozk.connection.Connection.read_loop = _read_loop
+
+
+class _ConnectFailed(Exception):
+    """A server closed the connection or did not answer while we asked to (re)join our session."""
+
+
+async def _establish_session(self: aiozk.session.Session) -> None:
+    # aiozk's version gives the session up (and takes a new one, losing every ephemeral node) when a
+    # server merely closes the connection: one electing a new leader after the old leader died, or
+    # one behind the zxid we saw. Only a server's answer that the session expired ends it here.
+    reply = await self.conn.send_connect(protocol.ConnectRequest(
+        protocol_version=0, last_seen_zxid=self.last_zxid or 0, timeout=int((self.timeout or 0) * 1000),
+        session_id=self.session_id or 0, password=self.password, read_only=self.allow_read_only,
+    ))
+    if reply is None:
+        raise _ConnectFailed
+    zxid, response = reply
+    if response.session_id == 0:  # expired
+        if self.state.current_state != States.LOST:
+            self.state.transition_to(States.LOST)
+        raise exc.SessionLost()
+    self.session_id, self.password, self.timeout = response.session_id, response.password, response.timeout / 1000
+    self.last_zxid = zxid
+
+
+async def _repair_loop(self: aiozk.session.Session) -> None:
+    while not self.closing:
+        await self.state.wait_for(States.SUSPENDED, States.LOST)
+        if self.closing:
+            break
+        await self.find_server(allow_read_only=self.allow_read_only)
+        try:
+            await asyncio.wait_for(self.establish_session(), self.timeout)
+        except (exc.SessionLost, _ConnectFailed, asyncio.TimeoutError) as error:
+            self.conn.abort(exc.SessionLost)
+            await self.conn.close(self.timeout)
+            if isinstance(error, exc.SessionLost):
+                self.session_id, self.password = None, b"\x00"
+            else:
+                await asyncio.sleep(0.1)  # the servers may be electing a leader: try again soon
+            continue
+        self.state.transition_to(States.READ_ONLY if self.conn.start_read_only else States.CONNECTED)
+        self.conn.start_read_loop()
+        await self.set_existing_watches()
+
+
+aiozk.session.Session.establish_session = _establish_session
+aiozk.session.Session.repair_loop = _repair_loop
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"
 
 
 class _MultiReadRequest(protocol.TransactionRequest):
@@ -62,9 +186,10 @@ class ZK:
         request_timeout: float = 5.0,
         log: Callable[..., Any] | None = None,
     ) -> None:
-        self.hosts = hosts
+        self.servers = parse_hosts(hosts)
+        self.hosts = _format_hosts(self.servers)
         self.request_timeout = request_timeout
-        self._client = aiozk.ZKClient(hosts, session_timeout=session_timeout, read_timeout=request_timeout)
+        self._client = aiozk.ZKClient(self.hosts, session_timeout=session_timeout, read_timeout=request_timeout)
         self._log = log or (lambda event, **kw: None)
         self._ephemerals: dict[str, bytes] = {}
         self._renew_callbacks: list[Callable[[], Awaitable[None]]] = []
@@ -79,10 +204,16 @@ class ZK:
     async def start(self, timeout: float | None = None) -> None:
         timeout = timeout or self.request_timeout
         try:
-            await asyncio.wait_for(self._client.start(), timeout)
-        except (asyncio.TimeoutError, OSError, exc.ZKError):
+            async with asyncio.timeout(timeout):
+                await self._any_server_listens()
+                await self._client.start()
+        except Unavailable:
+            raise
+        except (TimeoutError, OSError, exc.ZKError):
             self._abort()
-            raise Unavailable(f"ZooKeeper at {self.hosts} is unreachable (no answer within {timeout:g} s)") from None
+            hint = " (servers answer but none serves requests: is a majority of the ensemble running?)" \
+                if await self._only_idle_servers() else ""
+            raise Unavailable(f"ZooKeeper at {self.hosts} is unreachable (no answer within {timeout:g} s){hint}") from None
         self._session_id = self._client.session.session_id
         self.connected.set()
         self._monitor = asyncio.create_task(self._watch_session(), name="zk-session")
@@ -96,6 +227,48 @@ class ZK:
             await asyncio.wait_for(self._client.close(), self.request_timeout)
         except (asyncio.TimeoutError, exc.ZKError, OSError):
             self._abort()
+
+    async def _any_server_listens(self) -> None:
+        """Return once one server accepts a TCP connection; fail at once when every one refuses
+        (aiozk would try them again and again until the timeout)."""
+        errors: dict[tuple[str, int], str] = {}
+
+        async def probe(host: str, port: int) -> None:
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+            except OSError as error:
+                errors[host, port] = _connect_error(error)
+                raise
+            writer.close()
+
+        probes = [asyncio.create_task(probe(h, p)) for h, p in self.servers]
+        try:
+            for done in asyncio.as_completed(probes):
+                try:
+                    return await done
+                except OSError:
+                    pass
+        finally:
+            for task in probes:
+                task.cancel()
+        raise Unavailable("cannot connect to ZooKeeper at "
+                          + ", ".join(f"{_format_hosts([s])}: {errors[s]}" for s in self.servers))
+
+    async def _only_idle_servers(self) -> bool:
+        """True when some server answers but says it does not serve (no quorum), for the error."""
+        async def srvr(host: str, port: int) -> str:
+            try:
+                async with asyncio.timeout(0.5):
+                    reader, writer = await asyncio.open_connection(host, port)
+                    writer.write(b"srvr")
+                    answer = await reader.read()
+                    writer.close()
+                    return answer.decode(errors="replace")
+            except (OSError, TimeoutError):
+                return ""
+
+        answers = await asyncio.gather(*(srvr(h, p) for h, p in self.servers))
+        return any("not currently serving" in a for a in answers)
 
     def _abort(self) -> None:
         """Stop aiozk's background tasks when a clean close is impossible (server gone)."""
@@ -166,16 +339,37 @@ class ZK:
 
     # -- bounded requests ------------------------------------------------------------------------
 
-    async def _bounded(self, aw: Awaitable[Any]) -> Any:
+    async def _bounded(self, request: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``request()`` within the request timeout; a request whose connection dropped under it
+        is sent again (aiozk waits until it is connected to a server again)."""
         try:
-            return await asyncio.wait_for(aw, self.request_timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self.request_timeout):
+                while True:
+                    try:
+                        return await request()
+                    except _DROPPED as error:
+                        self._log("zookeeper_request_resent", error=type(error).__name__)
+                        await asyncio.sleep(0.01)  # let the session notice and move first
+        except TimeoutError:
             raise Unavailable(
                 f"ZooKeeper at {self.hosts} did not answer within {self.request_timeout:g} s"
             ) from None
 
+    @staticmethod
+    def _check_size(request: Any, what: str, unit: str = "record") -> None:
+        """Refuse a request ZooKeeper cannot take (over jute.maxbuffer), before anything is sent.
+        Callers skip this for small payloads (serialising costs as much as sending)."""
+        size = len(request.serialize(0))
+        if size > MAX_REQUEST_BYTES:
+            raise InvalidInput(f"{what} is {_mb(size)}; ZooKeeper holds at most 1 MB per {unit}")
+
+    async def stat(self, path: str) -> Any:
+        """The node's ZooKeeper stat (versions, creating transaction, ephemeral owner); NoNode if missing."""
+        _, stat = await self._bounded(lambda: self._client.get(path))
+        return stat
+
     async def get(self, path: str) -> tuple[bytes, int]:
-        data, stat = await self._bounded(self._client.get(path))
+        data, stat = await self._bounded(lambda: self._client.get(path))
         return data or b"", stat.version
 
     async def get_data(self, path: str, default: bytes | None = None) -> bytes | None:
@@ -185,15 +379,18 @@ class ZK:
             return default
 
     async def exists(self, path: str) -> bool:
-        return await self._bounded(self._client.exists(path))
+        return await self._bounded(lambda: self._client.exists(path))
 
     async def children(self, path: str) -> list[str]:
-        return await self._bounded(self._client.get_children(path))
+        return await self._bounded(lambda: self._client.get_children(path))
 
     async def create(
         self, path: str, data: bytes = b"", *, ephemeral: bool = False, sequential: bool = False
     ) -> str:
-        return await self._bounded(self._client.create(path, data, ephemeral=ephemeral, sequential=sequential))
+        if len(data) >= _SIZE_CHECK_FROM:
+            self._check_size(protocol.CreateRequest(path=path, data=data, acl=self._client.default_acl, flags=0), path)
+        return await self._bounded(
+            lambda: self._client.create(path, data, ephemeral=ephemeral, sequential=sequential))
 
     async def create_owned(self, path: str, data: bytes = b"") -> None:
         """Create an ephemeral node that is re-created whenever the session is renewed."""
@@ -212,7 +409,9 @@ class ZK:
             pass
 
     async def set(self, path: str, data: bytes, version: int = -1) -> int:
-        stat = await self._bounded(self._client.set(path, data, version))
+        if len(data) >= _SIZE_CHECK_FROM:
+            self._check_size(protocol.SetDataRequest(path=path, data=data, version=version), path)
+        stat = await self._bounded(lambda: self._client.set(path, data, version))
         return stat.version
 
     async def put(self, path: str, data: bytes) -> None:
@@ -226,7 +425,8 @@ class ZK:
                 await self.set(path, data)
 
     async def delete(self, path: str, version: int = -1) -> None:
-        await self._bounded(self._client.send(protocol.DeleteRequest(path=self._client.normalize_path(path), version=version)))
+        request = protocol.DeleteRequest(path=self._client.normalize_path(path), version=version)
+        await self._bounded(lambda: self._client.send(request))
 
     async def delete_tree(self, path: str) -> None:
         try:
@@ -237,7 +437,7 @@ class ZK:
             pass
 
     async def ensure_path(self, path: str) -> None:
-        await self._bounded(self._client.ensure_path(path))
+        await self._bounded(lambda: self._client.ensure_path(path))
 
     async def get_many(self, paths: Iterable[str]) -> list[bytes | None]:
         """Many reads in few round trips (multiRead); None where a node is missing."""
@@ -253,7 +453,7 @@ class ZK:
             return [None if isinstance(r, exc.ResponseError) else (r.data or b"") for r in response.responses]
 
         try:
-            for result in await self._bounded(asyncio.gather(*(one(b) for b in batches))):
+            for result in await self._bounded(lambda: asyncio.gather(*(one(b) for b in batches))):
                 out.extend(result)
         except (exc.Unimplemented, exc.MarshallingError):
             return await self.get_many_pipelined(paths)  # a server older than 3.6
@@ -273,14 +473,18 @@ class ZK:
         out: list[bytes | None] = []
         for i in range(0, len(paths), _PIPELINE_BATCH):
             batch = paths[i : i + _PIPELINE_BATCH]
-            out.extend(await self._bounded(asyncio.gather(*(one(p) for p in batch))))
+            out.extend(await self._bounded(lambda batch=batch: asyncio.gather(*(one(p) for p in batch))))
         return out
 
     async def multi(self, ops: Iterable[tuple]) -> None:
         """Run ("create", path, data) / ("set", path, data, version) / ("delete", path, version) /
         ("check", path, version) atomically; raise the failing operation's error."""
         txn = self._client.begin_transaction()
+        payload, largest = 0, ("", 0)
         for op, path, *args in ops:
+            if op in ("create", "set") and args:
+                payload += len(args[0])
+                largest = max(largest, (path, len(args[0])), key=lambda p: p[1])
             if op == "create":
                 txn.create(path, args[0] if args else b"")
             elif op == "set":
@@ -291,7 +495,11 @@ class ZK:
                 txn.check_version(path, args[0])
             else:
                 raise ValueError(f"unknown transaction op {op!r}")
-        response = await self._bounded(self._client.send(txn.request))
+        if largest[1] >= _SIZE_CHECK_FROM:  # one record too large on its own: name it
+            self._check_size(protocol.SetDataRequest(path=largest[0], data=bytes(largest[1]), version=-1), largest[0])
+        if payload >= _SIZE_CHECK_FROM:  # the whole transaction is one request
+            self._check_size(txn.request, f"a transaction of {len(txn.request.requests)} operations", "request")
+        response = await self._bounded(lambda: self._client.send(txn.request))
         for reply in response.responses:
             if isinstance(reply, exc.ResponseError) and not isinstance(reply, (exc.RolledBack, exc.RuntimeInconsistency)):
                 raise reply
@@ -360,10 +568,10 @@ class ZK:
     async def _data_watch(self, path: str, callback: DataCallback) -> None:
         async def read() -> tuple[bytes | None, int]:
             try:
-                data, stat = await self._bounded(self._client.get(path, watch=True))
+                data, stat = await self._bounded(lambda: self._client.get(path, watch=True))
                 return data or b"", stat.version
             except NoNode:
-                if await self._bounded(self._client.exists(path, watch=True)):
+                if await self._bounded(lambda: self._client.exists(path, watch=True)):
                     return await read()
                 return None, -1
 
@@ -373,9 +581,9 @@ class ZK:
     async def _children_watch(self, path: str, callback: ChildrenCallback) -> None:
         async def read() -> list[str] | None:
             try:
-                return sorted(await self._bounded(self._client.get_children(path, watch=True)))
+                return sorted(await self._bounded(lambda: self._client.get_children(path, watch=True)))
             except NoNode:
-                if await self._bounded(self._client.exists(path, watch=True)):
+                if await self._bounded(lambda: self._client.exists(path, watch=True)):
                     return await read()
                 return None
 

@@ -90,18 +90,59 @@ def test_modify_with_other_uuid_refused(baseline):
     assert_refused(baseline, "vm", "modify", "existing", str(path), contains="malformed")
 
 
-def test_zookeeper_unreachable_fails_fast(baseline):
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode != 0, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_zookeeper_refusing_fails_at_once():
+    """Nothing listens on any server: the refusal is reported at once (no wait for the request
+    timeout: --timeout 600 would otherwise show as a hang)."""
     from pvc.devcluster.proc import free_port
 
-    start = time.monotonic()
-    proc = subprocess.run(["pvc", "--zookeeper", f"127.0.0.1:{free_port()}", "vm", "list"],
-                          capture_output=True, text=True, timeout=30)
-    elapsed = time.monotonic() - start
-    assert proc.returncode != 0
-    assert proc.stderr.strip().startswith("error: ZooKeeper at 127.0.0.1:")
-    assert "unreachable" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
-    assert elapsed < 15  # an error, not a hang
+    one = subprocess.run(["pvc", "--timeout", "600", "--zookeeper", "127.0.0.1:1", "vm", "list"],
+                         capture_output=True, text=True, timeout=60)
+    assert one_error_line(one) == "error: cannot connect to ZooKeeper at 127.0.0.1:1: connection refused"
+    ports = [free_port(), free_port()]
+    both = subprocess.run(["pvc", "--timeout", "600", "--zookeeper", ",".join(f"127.0.0.1:{p}" for p in ports),
+                           "vm", "list"], capture_output=True, text=True, timeout=60)
+    line = one_error_line(both)
+    assert all(f"127.0.0.1:{p}: connection refused" in line for p in ports)
+
+
+@pytest.mark.parametrize("address, message", [
+    ("foo:bar", "port 'bar' is not a number"),
+    (":::", "invalid ZooKeeper address ':::'"),
+    ("", "no ZooKeeper address given"),
+    ("127.0.0.1:70000", "port '70000' is not a number from 1 to 65535"),
+    ("127.0.0.1:2181/pvc", "invalid ZooKeeper address '127.0.0.1:2181/pvc'"),
+])
+def test_zookeeper_address_that_cannot_be_parsed(address, message):
+    proc = subprocess.run(["pvc", "--timeout", "600", "--zookeeper", address, "vm", "list"],
+                          capture_output=True, text=True, timeout=60)
+    assert message in one_error_line(proc)
+
+
+def test_pvcd_bad_zookeeper_address_is_one_line(tmp_path):
+    cfg = tmp_path / "pvcd.yaml"
+    cfg.write_text("node: {name: hv9}\nzookeeper: {hosts: 'foo:bar'}\n")
+    proc = subprocess.run(["pvcd", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "zookeeper.hosts" in proc.stderr and "port 'bar'" in proc.stderr
+
+
+def test_record_too_large_for_zookeeper_is_refused_at_once(baseline):
+    """A 5 MB domain XML: ZooKeeper takes at most 1 MB per request; refused before anything is sent,
+    not after the request timeout (--timeout 600 would show as a hang)."""
+    path = baseline.tmp / "big.xml"
+    path.write_text(domain_xml("big").replace("</domain>", f"<description>{'d' * 5 * 1024 * 1024}</description></domain>"))
+    before = snapshot(baseline)
+    proc = baseline.pvc("--timeout", "600", "vm", "define", str(path), check=False, timeout=60)
+    line = one_error_line(proc)
+    assert "is 5.0 MB; ZooKeeper holds at most 1 MB per record" in line, line
+    assert snapshot(baseline) == before
 
 
 def test_uninitialised_cluster_is_reported(tmp_path):

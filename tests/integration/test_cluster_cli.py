@@ -22,7 +22,7 @@ def test_config_sets_the_default_selector(cluster):
     assert cluster.pvc_json("cluster", "config")["migration_selector"] == "mem"
     cluster.pvc("cluster", "config", "--migration-selector", "vms", "--maintenance")
     settings = cluster.pvc_json("cluster", "config")
-    assert settings == {"migration_selector": "vms", "maintenance": "true"}
+    assert settings == {"migration_selector": "vms", "maintenance": True}
     try:
         # With "vms" the node running the fewest VMs gets a new one: load hv1 and hv2 first.
         for i, node in enumerate(["hv1", "hv1", "hv2", "hv2"]):

@@ -413,15 +413,14 @@ def test_a_zookeeper_outage_delays_lines_but_loses_none(cluster):
     written = numbered("before", 0, 10)
     append(cluster, "hv3", "outage1", text(written))
     wait_stored(cluster, uuid, written)
-    zookeeper = cluster.dev.zookeeper()
-    zookeeper.stop()
+    cluster.dev.stop_zookeeper()  # the whole ensemble
     try:
         more = numbered("during", 0, 10)
         append(cluster, "hv3", "outage1", text(more))
         written += more
         time.sleep(2)
     finally:
-        zookeeper.start()
+        cluster.dev.start_zookeeper()
     more = numbered("after", 0, 10)
     append(cluster, "hv3", "outage1", text(more))
     written += more

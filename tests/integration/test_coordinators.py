@@ -183,7 +183,7 @@ def test_pvc_node_primary_wait_fails_cleanly_when_target_dies(cluster):
 
 
 def test_primary_stops_duties_while_zookeeper_does_not_answer(cluster):
-    """ZooKeeper frozen (SIGSTOP) for 2 s: the primary cannot vouch for its session, so it stops its
+    """ZooKeeper (every server of the ensemble) frozen (SIGSTOP) for 2 s: the primary cannot vouch for its session, so it stops its
     duties within a third of the election session timeout; afterwards there is one primary again."""
     import os
 
@@ -191,15 +191,17 @@ def test_primary_stops_duties_while_zookeeper_does_not_answer(cluster):
     old = primary_of(cluster)
     log = Path(cluster.dev.node(old).pvcd_log)
     relinquished = log.read_text().count("primary_relinquish_started")
-    zk_pid = cluster.dev.state.zookeeper_pid
+    zk_pids = [z.pid for z in cluster.dev.state.zookeeper_servers]
     frozen = time.monotonic()
-    os.kill(zk_pid, signal.SIGSTOP)
+    for zk_pid in zk_pids:
+        os.kill(zk_pid, signal.SIGSTOP)
     try:
         wait_until(lambda: log.read_text().count("primary_relinquish_started") > relinquished, timeout=1.9,
                    interval=0.02)
     finally:
         time.sleep(max(0.0, 2.0 - (time.monotonic() - frozen)))
-        os.kill(zk_pid, signal.SIGCONT)
+        for zk_pid in zk_pids:
+            os.kill(zk_pid, signal.SIGCONT)
     assert "healthy=False" in log.read_text().rsplit("primary_relinquish_started", 1)[1].splitlines()[0]
     wait_until(lambda: primary_of(cluster), timeout=20)
     wait_until(lambda: all(n["daemon_state"] == "run" for n in cluster.pvc_json("node", "list")), timeout=20)

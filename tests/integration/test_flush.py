@@ -204,16 +204,16 @@ class Frozen:
     stays in flight, which holds a flush at a known point."""
 
     def __init__(self, cluster, nodes):
-        self.pids = [cluster.dev.node(n).pvcd_pid for n in nodes]
+        self.dev, self.nodes = cluster.dev, nodes
 
     def __enter__(self):
-        for pid in self.pids:
-            os.kill(pid, signal.SIGSTOP)
+        for node in self.nodes:
+            self.dev.freeze_node(node)
         return self
 
     def __exit__(self, *exc):
-        for pid in self.pids:
-            os.kill(pid, signal.SIGCONT)
+        for node in self.nodes:
+            self.dev.thaw_node(node)
 
 
 def test_ready_during_flush_cancels_it(cluster4):
@@ -288,3 +288,24 @@ def test_unmovable_vm_is_named(tmp_path_factory):
         assert "big: not moved" in proc.stderr and "left running" in proc.stderr
         assert "1 VM(s) did not move: big" in proc.stderr
         assert c.where_running("big") == ["hv1"]
+
+
+def test_disabled_vms_stay_out_of_flush_and_ready_and_the_summary_says_how_vms_moved(cluster4):
+    c = cluster4
+    c.define("dis-off", node="hv2", start=True)
+    c.pvc("vm", "disable", "dis-off", "--wait")
+    c.define("dis-run", node="hv2", start=True)
+    c.define("dis-cold", node="hv2")
+    proc = c.pvc("node", "flush", "hv2", "--wait")
+    assert "dis-off" not in proc.stdout
+    assert "dis-run -> " in proc.stdout and "(shut down and restarted there)" in proc.stdout
+    assert "dis-cold -> " in proc.stdout and "(was not running)" in proc.stdout
+    assert "1 shut down and restarted there" in proc.stdout and "1 was not running" in proc.stdout
+    info = c.vm("dis-off")
+    assert (info["node"], info["state"], info["previous_node"]) == ("hv2", "disable", "")
+    proc = c.pvc("node", "ready", "hv2", "--wait")
+    assert "dis-off" not in proc.stdout
+    assert c.vm("dis-off")["node"] == "hv2"
+    assert c.vm("dis-run")["node"] == "hv2" and c.where_running("dis-run") == ["hv2"]
+    for name in ("dis-run",):
+        c.pvc("vm", "stop", name, "--wait")

@@ -50,10 +50,10 @@ def test_migrate_without_target_uses_selector(cluster):
     assert cluster.where_running("sel1") == [info["node"]]
 
 
-def test_stopped_vm_is_reassigned_without_starting(cluster):
+def test_stopped_vm_is_handed_over_without_starting(cluster):
     cluster.define("cold1", node="hv1")
     out = cluster.pvc("vm", "migrate", "cold1", "--target", "hv2", "--wait").stdout
-    assert "reassigned" in out
+    assert "moved from hv1 to hv2 (hv1's libvirt confirmed it off)" in out
     info = cluster.vm("cold1")
     assert (info["node"], info["previous_node"], info["state"]) == ("hv2", "hv1", "stop")
     assert cluster.where_running("cold1") == []
@@ -160,3 +160,36 @@ def test_migration_fallback_never_runs_twice(cluster):
     assert cluster.where_running("once") == ["hv2"]
     log = open(cluster.dev.node("hv1").pvcd_log).read()
     assert "vm_live_migration_failed" in log  # it tried live first, through the published URI
+
+
+def test_a_fallback_is_said_not_dressed_as_success(cluster):
+    # The test driver cannot live-migrate: method "any" (the default) falls back, and says so.
+    cluster.define("fb1", node="hv1", start=True)
+    out = cluster.pvc("vm", "migrate", "fb1", "--target", "hv2", "--wait").stdout
+    assert "shutdown migration" in out and "live migration failed" in out
+    info = cluster.vm("fb1")
+    assert info["last_migration"]["method"] == "shutdown"
+    assert (info["last_migration"]["source"], info["last_migration"]["target"]) == ("hv1", "hv2")
+    assert "live migration failed" in info["note"]
+    assert "shutdown hv1 -> hv2" in cluster.pvc("vm", "info", "fb1").stdout
+    cluster.pvc("vm", "stop", "fb1", "--wait")
+
+
+def test_method_live_never_falls_back(cluster):
+    cluster.define("lv1", node="hv1", start=True, extra=("--migration-method", "live"))
+    proc = cluster.pvc("vm", "migrate", "lv1", "--target", "hv2", "--wait", check=False)
+    assert proc.returncode != 0 and "did not move" in proc.stderr and "method live" in proc.stderr
+    info = cluster.vm("lv1")
+    assert (info["state"], info["node"], info["previous_node"], info["libvirt_state"]) == ("start", "hv1", "", "running")
+    assert cluster.where_running("lv1") == ["hv1"]  # never stopped
+    cluster.pvc("vm", "stop", "lv1", "--wait")
+
+
+def test_unknown_migration_method_is_refused(cluster):
+    path = cluster.tmp / "badmethod.xml"
+    from tests.conftest import domain_xml
+
+    path.write_text(domain_xml("badmethod"))
+    proc = cluster.pvc("vm", "define", str(path), "--migration-method", "teleport", check=False)
+    assert proc.returncode != 0 and "any, live, shutdown" in proc.stderr
+    assert all(v["name"] != "badmethod" for v in cluster.pvc_json("vm", "list"))

@@ -49,8 +49,7 @@ def test_sigterm_leaves_vms_running(cluster):
 def test_zookeeper_restart_is_survived(cluster):
     cluster.define("zkr", node="hv1")
     pids = {n.name: n.pvcd_pid for n in cluster.dev.state.nodes}
-    zk = cluster.dev.zookeeper()
-    zk.restart()
+    cluster.dev.restart_zookeeper()  # the whole ensemble
     # Daemons stay up and keep (or re-establish) their registration.
     wait_until(lambda: all(n["daemon_state"] == "run" for n in cluster.pvc_json("node", "list")), timeout=20)
     from pvc.devcluster.proc import is_running
@@ -62,10 +61,9 @@ def test_zookeeper_restart_is_survived(cluster):
 
 def test_zookeeper_down_for_a_while(cluster):
     cluster.define("zkdown", node="hv1")
-    zk = cluster.dev.zookeeper()
-    zk.stop()
+    cluster.dev.stop_zookeeper()  # the whole ensemble
     time.sleep(4.5)  # longer than the 3 s session timeout the devcluster configures
-    zk.start()
+    cluster.dev.start_zookeeper()
     wait_until(lambda: all(n["daemon_state"] == "run" for n in cluster.pvc_json("node", "list")), timeout=30)
     cluster.pvc("vm", "start", "zkdown", "--wait", timeout=30)
     assert cluster.where_running("zkdown") == ["hv1"]
@@ -75,15 +73,12 @@ def test_session_expiry_reregisters_presence(cluster):
     """A daemon frozen past its session timeout loses its session: its ephemeral presence
     vanishes. Once it runs again it must notice, take a new session and re-create what it owned,
     and its watches must work again."""
-    import os
-
     cluster.define("sess", node="hv3")
-    pid = cluster.dev.node("hv3").pvcd_pid
-    os.kill(pid, signal.SIGSTOP)
+    cluster.dev.freeze_node("hv3")
     try:
         wait_until(lambda: cluster.pvc_json("node", "info", "hv3")["daemon_state"] == "dead", timeout=15)
     finally:
-        os.kill(pid, signal.SIGCONT)
+        cluster.dev.thaw_node("hv3")
     wait_until(lambda: cluster.pvc_json("node", "info", "hv3")["daemon_state"] == "run", timeout=15)
     cluster.pvc("vm", "start", "sess", "--wait", timeout=30)
     assert cluster.where_running("sess") == ["hv3"]
@@ -100,10 +95,9 @@ def test_libvirtd_restart_is_survived(cluster):
     recorded intent again: VMs meant to run run once more, stopped ones stay stopped."""
     cluster.define("lv-on", node="hv1", start=True)
     cluster.define("lv-off", node="hv1")
-    libvirtd = cluster.dev.libvirtd(cluster.dev.node("hv1"))
     pvcd_pid = cluster.dev.node("hv1").pvcd_pid
-    libvirtd.stop()
-    libvirtd.start()
+    cluster.dev.kill_libvirtd("hv1")
+    cluster.dev.start_libvirtd("hv1")
     wait_until(lambda: "lv-on" in cluster.running_on("hv1"), timeout=20)
     assert cluster.where_running("lv-on") == ["hv1"]
     assert "lv-off" not in cluster.running_on("hv1")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from pvc.devcluster.guest import domain_xml as guest_xml
+from tests.conftest import wait_until
 from tests.system.conftest import POWER_OFF
 
 pytestmark = pytest.mark.system
@@ -78,3 +81,29 @@ def test_restart_reboots_the_guest_on_its_node(guests):
 
     c.pvc("vm", "stop", "life3", "--wait")
     c.assert_matches_libvirt("life3")
+
+
+def test_virsh_destroy_is_recorded_and_the_guest_is_never_started_again(qemu_cluster):
+    c = qemu_cluster
+    c.boot(gone1="hv2")
+    c.virsh("hv2", "destroy", "gone1")
+    wait_until(lambda: c.vm("gone1")["state"] == "stop", timeout=30)
+    vm = c.assert_matches_libvirt("gone1")
+    assert vm["failed_reason"] == "destroyed outside pvc"
+    time.sleep(3)  # the original defect restarted it within a second or two
+    assert c.where_running("gone1") == [] and c.boots("gone1") == 1
+
+
+def test_a_guest_deaf_to_acpi_is_forced_off_and_that_is_said(qemu_cluster):
+    c = qemu_cluster
+    path = c.tmp / "deaf1.xml"
+    path.write_text(guest_xml("deaf1", c.dev.node("hv3").console_log_directory)
+                    .replace("<cmdline>console=ttyS0</cmdline>", "<cmdline>console=ttyS0 acpi=off</cmdline>"))
+    c.pvc("vm", "define", str(path), "--target", "hv3")
+    c.pvc("vm", "start", "deaf1", "--wait")
+    c.wait_ticks("deaf1", 1)
+    out = c.pvc("vm", "shutdown", "deaf1", "--wait", timeout=120).stdout
+    assert "forced off" in out
+    vm = c.assert_matches_libvirt("deaf1")
+    assert vm["state"] == "stop" and "forced off (policy stop)" in vm["note"]
+    assert POWER_OFF not in c.console("deaf1")

@@ -46,15 +46,19 @@ ASSIGNED_HERE = [
     ("fail", True, "*", "*", Step.DESTROY),
     # shutdown that is already off: record stop
     ("shutdown", False, "*", "*", Step.RECORD_STOPPED),
-    # stop/disable/fail already off: only fix a stale libvirt_state
-    ("stop", False, "shutoff", "*", Step.NOTHING),
+    # stop/disable/fail already off: first fix a stale libvirt_state, then a pending hand-over
+    ("stop", False, "shutoff", "", Step.NOTHING),
+    ("stop", False, "shutoff", ME, Step.NOTHING),
+    ("stop", False, "shutoff", OTHER, Step.HAND_OVER),
     ("stop", False, "running", "*", Step.RECORD_STOPPED),
     ("stop", False, "paused", "*", Step.RECORD_STOPPED),
     ("stop", False, "", "*", Step.RECORD_STOPPED),
-    ("disable", False, "shutoff", "*", Step.NOTHING),
+    ("disable", False, "shutoff", "", Step.NOTHING),
+    ("disable", False, "shutoff", OTHER, Step.HAND_OVER),
     ("disable", False, "running", "*", Step.RECORD_STOPPED),
     ("disable", False, "crashed", "*", Step.RECORD_STOPPED),
-    ("fail", False, "shutoff", "*", Step.NOTHING),
+    ("fail", False, "shutoff", "", Step.NOTHING),
+    ("fail", False, "shutoff", OTHER, Step.HAND_OVER),
     ("fail", False, "running", "*", Step.RECORD_STOPPED),
     ("fail", False, "crashed", "*", Step.RECORD_STOPPED),
     # an unknown state is left alone, running or not
@@ -129,17 +133,24 @@ def test_unassigned_vm_running_here_is_foreign():
 KILLING = {Step.DESTROY, Step.SHUTDOWN, Step.DISABLE, Step.RESTART, Step.MIGRATE}
 ALL_INPUTS = list(itertools.product(
     [*VM_STATES, "bogus"], (ME, OTHER, ""), (True, False), LIBVIRT_STATES, ("", ME, OTHER, THIRD),
+    (True, False), ((), (ME,), (OTHER,)),
 ))
 
 
+def _dom(state, node, lv, target, dup):
+    d = dom(state, node=node, libvirt_state=lv, target_node=target)
+    d.duplicate_on = list(dup)
+    return d
+
+
 def test_invariants_over_every_input():
-    for state, node, running, lv, target in ALL_INPUTS:
-        step = decide(dom(state, node=node, libvirt_state=lv, target_node=target), ME, running)
-        ctx = (state, node, running, lv, target, step)
+    for state, node, running, lv, target, seen, dup in ALL_INPUTS:
+        step = decide(_dom(state, node, lv, target, dup), ME, running, seen)
+        ctx = (state, node, running, lv, target, seen, dup, step)
         assert isinstance(step, Step), ctx
         # never act on a VM assigned elsewhere, beyond reporting it
         if node != ME:
-            assert step in (Step.NOTHING, Step.FOREIGN), ctx
+            assert step in (Step.NOTHING, Step.FOREIGN, Step.CLEAR_DUPLICATE), ctx
         # never start what already runs here (a VM must never run twice)
         if running:
             assert step not in (Step.START, Step.HAND_OVER, Step.RECORD_STOPPED), ctx
@@ -149,14 +160,21 @@ def test_invariants_over_every_input():
         # only a running VM with an intent to run is started; never a stop-like intent
         if step is Step.START:
             assert state in ("start", "restart", "migrate") and node == ME and not running, ctx
-        if step is Step.MIGRATE or step is Step.HAND_OVER:
+        # a VM this daemon saw running and that vanished is never started again on belief
+        if seen and not running and state == "start":
+            assert step is not Step.START, ctx
+        if step is Step.MIGRATE:
             assert state == "migrate" and target not in ("", ME), ctx
+        # handed over only from this node, to another, and only once libvirt here says it is off
+        if step is Step.HAND_OVER:
+            assert node == ME and not running and target not in ("", ME), ctx
+            assert state == "migrate" or lv == "shutoff", ctx
 
 
 def test_every_step_is_reachable():
     seen = {
-        decide(dom(state, node=node, libvirt_state=lv, target_node=target), ME, running)
-        for state, node, running, lv, target in ALL_INPUTS
+        decide(_dom(state, node, lv, target, dup), ME, running, was)
+        for state, node, running, lv, target, was, dup in ALL_INPUTS
     }
     assert seen == set(Step)
 
@@ -202,3 +220,26 @@ def test_unexpected_stop_states_are_valid_vm_states_and_reasons_one_line():
 
 def test_only_crash_and_hypervisor_failure_are_failures():
     assert {d for d, (s, _) in STOP_REASONS.items() if s == "fail"} == {2, 5}
+
+
+# -- libvirt's truth before belief ------------------------------------------------------------------
+
+
+def test_a_vm_seen_running_that_vanished_is_recorded_not_restarted():
+    # virsh destroy behind pvc's back: the record still says start, libvirt says gone.
+    assert decide(dom("start", libvirt_state="running"), ME, False, seen_running_here=True) is Step.RECORD_LOST
+    assert decide(dom("start", libvirt_state="running"), ME, False, seen_running_here=False) is Step.START
+
+
+@pytest.mark.parametrize("state", [s for s in VM_STATES if s != "start"])
+def test_seen_running_only_matters_for_start(state):
+    d = dom(state, libvirt_state="running", target_node=OTHER)
+    assert decide(d, ME, False, seen_running_here=True) is decide(d, ME, False)
+
+
+def test_a_duplicate_mark_is_cleared_when_this_node_no_longer_runs_it():
+    d = Domain(uuid="u", name="vm1", state="start", node=OTHER, duplicate_on=[ME])
+    assert decide(d, ME, False) is Step.CLEAR_DUPLICATE
+    assert decide(d, ME, True) is Step.FOREIGN
+    mine = Domain(uuid="u", name="vm1", state="start", node=ME, libvirt_state="running", duplicate_on=[ME])
+    assert decide(mine, ME, True) is Step.CLEAR_DUPLICATE

@@ -74,6 +74,9 @@ def _strategy_for(tp):
         return int64
     if tp is float:
         return finite
+    args = getattr(tp, "__args__", ())
+    if type(None) in args and len(args) == 2:  # Optional[X]
+        return st.none() | _strategy_for(next(a for a in args if a is not type(None)))
     origin = getattr(tp, "__origin__", None)
     if origin is list:
         return st.lists(_strategy_for(tp.__args__[0]), max_size=4)

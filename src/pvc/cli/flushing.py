@@ -103,7 +103,8 @@ async def _follow(zk, node, op, request_id, wait, events, loop) -> int:
                     said_start = True
                     typer.echo(f"{'Flushing' if op == 'flush' else 'Readying'} node {node}: {progress.total} VMs", err=True)
                 for moved in progress.moved[printed:]:
-                    typer.echo(f"  {moved.name} -> {moved.target}")
+                    how = METHOD_WORDS.get(moved.method, "")
+                    typer.echo(f"  {moved.name} -> {moved.target}" + (f" ({how})" if how else ""))
                 printed = len(progress.moved)
                 for failed in progress.failed[failed_printed:]:
                     typer.echo(f"  {failed.name}: not moved: {failed.reason}", err=True)
@@ -114,11 +115,26 @@ async def _follow(zk, node, op, request_id, wait, events, loop) -> int:
                     if progress.failed:
                         names = ", ".join(f.name for f in progress.failed)
                         raise PvcError(f"node {node} {op} finished, but {len(progress.failed)} VM(s) did not move: {names}")
-                    typer.echo(f"Node {node} is {'flushed' if op == 'flush' else 'ready'}")
+                    typer.echo(f"Node {node} is {'flushed' if op == 'flush' else 'ready'}{moved_summary(progress)}")
                     return 0
     finally:
         if lock_watch:
             lock_watch.cancel()
+
+
+# How a VM moved, as the flush progress records it (MovedVM.method).
+METHOD_WORDS = {"live": "live", "shutdown": "shut down and restarted there", "off": "was not running"}
+
+
+def moved_summary(progress) -> str:
+    """': 3 VMs moved: 2 live, 1 shut down and restarted there' (nothing when none moved)."""
+    if not progress.moved:
+        return ""
+    from collections import Counter
+
+    counts = Counter(METHOD_WORDS.get(m.method, "moved") for m in progress.moved)
+    parts = ", ".join(f"{n} {how}" for how, n in counts.items())
+    return f": {len(progress.moved)} VM(s) moved: {parts}"
 
 
 async def _next(events: asyncio.Queue, lock_changed: asyncio.Event):

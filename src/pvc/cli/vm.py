@@ -30,7 +30,8 @@ def define(
     selector: str = typer.Option("", "--selector", "-s", help="mem | memfree | load | vcpus | vms (default: the cluster's)."),
     node_limit: str = typer.Option("", "--node-limit", help="Comma-separated nodes the VM may run on."),
     autostart: bool = typer.Option(False, "--autostart", help="Start the VM when its node becomes ready again."),
-    migration_method: str = typer.Option("", "--migration-method", help="live | shutdown (default: live, shutdown as fallback)."),
+    migration_method: str = typer.Option("", "--migration-method",
+                                         help="any (default: live, a shutdown migration where live fails) | live (never falls back) | shutdown."),
     start: bool = typer.Option(False, "--start", help="Start the VM once defined."),
 ):
     """Define a VM from its libvirt XML; it is placed on a node and left stopped (unless --start)."""
@@ -40,7 +41,7 @@ def define(
 
     xml = _read_xml(file)
     if migration_method and migration_method not in MIGRATION_METHODS:
-        fail(f"unknown migration method {migration_method!r}; choose live or shutdown")
+        fail(f"unknown migration method {migration_method!r}; choose one of {', '.join(MIGRATION_METHODS)}")
 
     async def work(zk):
         spec = parse_domain_xml(xml)
@@ -128,13 +129,16 @@ def _state_command(action: str, doc: str):
             uuid = await store.resolve_domain(zk, vm)
             dom, version = await store.update_domain(zk, uuid, lambda d: _request(d, action))
             if wait:
-                typer.echo(f"Waiting for VM {dom.name} to {action} on node {dom.node}...", err=True)
-                dom = await wait_for_vm(zk, uuid, action, version, [dom.node])
+                where = f"{dom.node}, then {dom.target_node}" if dom.state == "migrate" else dom.node
+                typer.echo(f"Waiting for VM {dom.name} to {action} on node {where}...", err=True)
+                dom = await wait_for_vm(zk, uuid, action, version, [dom.node, dom.target_node])
             return dom
 
         dom = run(work)
         if wait:
-            typer.echo(f"VM {dom.name} is {'running' if dom.libvirt_state == 'running' else dom.state} on node {dom.node}")
+            note = f" ({dom.note})" if dom.note else ""
+            typer.echo(f"VM {dom.name} is {'running' if dom.libvirt_state == 'running' else dom.state} "
+                       f"on node {dom.node}{note}")
         else:
             typer.echo(f"Set VM {dom.name} to {action} on node {dom.node}")
 
@@ -146,7 +150,7 @@ app.command("start")(_state_command("start", "Start a VM on its node."))
 app.command("stop")(_state_command("stop", "Stop a VM at once (power off); also cuts short a hanging shutdown."))
 app.command("shutdown")(_state_command("shutdown", "Shut a VM down gracefully (ACPI), forced off after the configured timeout (policy)."))
 app.command("restart")(_state_command("restart", "Restart a VM: graceful shutdown, then start (picks up a modified XML)."))
-app.command("disable")(_state_command("disable", "Shut a VM down and keep it out of autostart and flushes until started again."))
+app.command("disable")(_state_command("disable", "Shut a VM down and keep it where it is, out of autostart, flushes and ready, until started again."))
 
 
 VM_COLUMNS = ["NAME", "UUID", "STATE", "LIBVIRT", "NODE", "PREVIOUS", "MEMORY", "VCPUS", "FAILED REASON"]
@@ -179,8 +183,12 @@ def list_(
     doms = run(work)
     if output == Output.json:
         print_json(doms)
-    else:
-        print_table(VM_COLUMNS, [_vm_row(d) for d in doms], {2: state_style, 3: state_style})
+        return
+    print_table(VM_COLUMNS, [_vm_row(d) for d in doms], {2: state_style, 3: state_style})
+    for d in doms:
+        if d.duplicate_on:
+            typer.echo(f"warning: VM {d.name} runs on {', '.join(d.duplicate_on)} as well as on {d.node}: "
+                       "two copies; stop one with virsh", err=True)
 
 
 @app.command()
@@ -199,8 +207,13 @@ def info(vm: str = typer.Argument(..., help="VM name or UUID"), output: Output =
     import msgspec
 
     for key, value in msgspec.structs.asdict(dom).items():
-        if isinstance(value, list):
+        if key == "duplicate_on" and value:
+            value = f"{','.join(value)}  <- TWO COPIES RUNNING"
+        elif isinstance(value, list):
             value = ",".join(value)
+        elif key == "last_migration" and value is not None:
+            m = value
+            value = f"{m.method} {m.source} -> {m.target} in {m.seconds:g} s" + (f" ({m.note})" if m.note else "")
         typer.echo(f"{key + ':':<18}{value}")
 
 
@@ -208,27 +221,53 @@ TARGET = typer.Option("", "--target", "-t", help="Destination node (default: cho
 SELECTOR = typer.Option("", "--selector", "-s", help="mem | memfree | load | vcpus | vms (default: the VM's, else the cluster's).")
 
 
+# Without --wait, how long a move of a VM that is not running waits for its node's hand-over.
+HAND_OVER_PATIENCE = 2.0
+
+
 def _migration(mode: str, vm: str, target: str, selector: str, force: bool, wait: bool) -> None:
+    import asyncio
+
     from pvc import store, vm_states
     from pvc.cli.waiting import wait_for_vm
 
     async def work(zk):
         uuid = await store.resolve_domain(zk, vm)
         dom, version, source = await store.request_migration(zk, uuid, mode, target=target, selector=selector, force=force)
-        if dom.state != "migrate":
-            return dom, source, False
-        if wait:
-            typer.echo(f"Migrating VM {dom.name} from {source} to {dom.target_node}...", err=True)
-            destination = dom.target_node
-            dom = await wait_for_vm(zk, uuid, mode, version, [source, destination],
-                                    outcome=lambda d: vm_states.migration_outcome(d, destination))
-        return dom, source, True
+        destination = dom.target_node
+        if dom.state == "migrate":
+            if wait:
+                typer.echo(f"Migrating VM {dom.name} from {source} to {destination}...", err=True)
+                dom = await wait_for_vm(zk, uuid, mode, version, [source, destination],
+                                        outcome=lambda d: vm_states.migration_outcome(d, destination))
+            return dom, source, "migrate"
+        if dom.node != source:
+            return dom, source, "reassigned"  # its node is fenced: nothing runs there
+        # Not running: its node hands it over once its libvirt confirms it off.
+        follow = wait_for_vm(zk, uuid, mode, version, [source],
+                             outcome=lambda d: vm_states.hand_over_outcome(d, destination))
+        try:
+            return await asyncio.wait_for(follow, None if wait else HAND_OVER_PATIENCE), source, "handed"
+        except asyncio.TimeoutError:
+            return dom, source, "pending"
 
-    dom, source, running = run(work)
-    if not running:
-        typer.echo(f"VM {dom.name} is not running: reassigned from {source} to {dom.node}")
+    dom, source, how = run(work)
+    if how == "reassigned":
+        typer.echo(f"VM {dom.name} is not running: reassigned from {source} (fenced) to {dom.node}")
+    elif how == "handed":
+        if dom.state == "start":
+            typer.echo(f"VM {dom.name} is running on {dom.node} (previous node: {dom.previous_node or 'none'})")
+        else:
+            typer.echo(f"VM {dom.name} is not running: moved from {source} to {dom.node} "
+                       f"({source}'s libvirt confirmed it off)")
+    elif how == "pending":
+        typer.echo(f"VM {dom.name} is not running: the move to {dom.target_node} is recorded; node {source} "
+                   f"hands it over once its libvirt confirms the VM is off (--wait follows it)")
     elif wait:
-        typer.echo(f"VM {dom.name} is running on {dom.node} (previous node: {dom.previous_node or 'none'})")
+        m = dom.last_migration
+        how = f"; {m.method} migration in {m.seconds:g} s" if m else ""
+        note = f"; {dom.note}" if dom.note else ""
+        typer.echo(f"VM {dom.name} is running on {dom.node} (previous node: {dom.previous_node or 'none'}{how}{note})")
     else:
         typer.echo(f"Migrating VM {dom.name} from {source} to {dom.target_node}")
 

@@ -18,11 +18,11 @@ import time
 
 import msgspec
 
-from pvc import store, vm_states
+from pvc import store, vm_outcomes, vm_states
 from pvc.daemon.context import DaemonContext
 from pvc.errors import PvcError, Unavailable
 from pvc.flush_plan import Move, plan_flush, plan_ready
-from pvc.schema import Domain, FailedVM, FlushProgress, FlushRequest, LockEntry, MovedVM, Paths
+from pvc.schema import FailedVM, FlushProgress, FlushRequest, LockEntry, MovedVM, Paths
 from pvc.zk_lock import QueueLock
 
 FINAL = ("done", "cancelled")
@@ -189,27 +189,36 @@ class NodeOperations:
         if not move.target:
             await self._unmovable(move)
             return
-        if move.live:
-            ok = await self._update(move.uuid, lambda d: _migrate_request(d, move, op, self.me))
-            if ok is None:
-                return
-            cfg = self.ctx.config.vm
-            outcome = await self.hv.wait_record(
-                move.uuid, lambda d: vm_states.migration_outcome(d, move.target),
-                timeout=cfg.shutdown_timeout + 120,
-            )
-            error = outcome[1] if outcome else "timed out waiting for the migration"
+        if op == "flush":
+            request = lambda d: vm_outcomes.flush_away(d, self.me, move.target)  # noqa: E731
         else:
-            ok = await self._update(move.uuid, lambda d: _reassign(d, move, op, self.me))
-            if ok is None:
-                return
-            error = ""
+            request = lambda d: vm_outcomes.come_home(d, self.me)  # noqa: E731
+        asked = await self._update(move.uuid, request)
+        if asked is None:  # changed since the plan (undefined, disabled, moved, busy): nothing asked
+            dom = self.hv.records.get(move.uuid)
+            why = f"not moved: it is now {dom.state} on {dom.node}" if dom else "not moved: undefined meanwhile"
+            if not cancel.is_set():
+                await self._report(failed=[*self._progress.failed, FailedVM(move.name, why)])
+            return
+        cfg = self.ctx.config.vm
+        # Either way the VM's own node carries it out from libvirt's truth; a node whose daemon is
+        # away keeps the request and carries it out when it returns.
+        follow = vm_states.migration_outcome if asked.state == "migrate" else vm_states.hand_over_outcome
+        outcome = await self.hv.wait_record(move.uuid, lambda d: follow(d, move.target),
+                                            timeout=cfg.shutdown_timeout + 120)
+        if outcome is None:
+            error = (f"not moved yet: node {asked.node} has not carried out the request (it stays recorded "
+                     f"and is carried out when that node's daemon acts)")
+        else:
+            error = outcome[1]
         if cancel.is_set():
             return  # the progress record belongs to the operation that replaced this one
         if error:
             await self._report(failed=[*self._progress.failed, FailedVM(move.name, error)])
         else:
-            await self._report(moved=[*self._progress.moved, MovedVM(move.name, move.target)])
+            dom = self.hv.records.get(move.uuid)
+            method = dom.last_migration.method if dom and dom.last_migration else ""
+            await self._report(moved=[*self._progress.moved, MovedVM(move.name, move.target, method)])
 
     async def _recheck_target(self, move: Move) -> Move:
         """The plan is made when the lock is taken; a flush requested since then makes its node
@@ -228,8 +237,7 @@ class NodeOperations:
         policy = self.ctx.config.vm.flush_unmovable_policy
         reason = move.reason
         if move.live and policy == "shutdown":
-            await self._update(move.uuid, lambda d: msgspec.structs.replace(d, state="shutdown")
-                               if d.node == self.me and d.state == "start" else None)
+            await self._update(move.uuid, lambda d: vm_outcomes.shut_down_unmovable(d, self.me))
             reason += "; shut down (policy shutdown)"
         elif move.live:
             reason += "; left running (policy leave)"
@@ -237,27 +245,9 @@ class NodeOperations:
 
     async def _autostart(self) -> None:
         for dom in list(self.hv.records.values()):
-            if dom.node == self.me and dom.autostart and dom.state == "stop":
-                await self._update(dom.uuid, lambda d: msgspec.structs.replace(d, state="start", failed_reason="")
-                                   if d.node == self.me and d.state == "stop" else None)
+            if vm_outcomes.autostarted(dom, self.me):
+                await self._update(dom.uuid, lambda d: vm_outcomes.autostarted(d, self.me))
 
     async def _update(self, uuid: str, change):
         return await self.hv.update(uuid, change)  # None: nothing to change, or undefined meanwhile
 
-
-def _migrate_request(d: Domain, move: Move, op: str, me: str) -> Domain | None:
-    if op == "flush":
-        if d.node != me or d.state not in ("start", "restart"):
-            return None
-        return msgspec.structs.replace(d, state="migrate", target_node=move.target, previous_node=me, failed_reason="")
-    if d.previous_node != me or d.node == me or d.state != "start":
-        return None
-    return msgspec.structs.replace(d, state="migrate", target_node=me, previous_node="", failed_reason="")
-
-
-def _reassign(d: Domain, move: Move, op: str, me: str) -> Domain | None:
-    if d.state in ("start", "restart", "migrate"):
-        return None
-    if op == "flush":
-        return msgspec.structs.replace(d, node=move.target, previous_node=me) if d.node == me else None
-    return msgspec.structs.replace(d, node=me, previous_node="") if d.previous_node == me else None

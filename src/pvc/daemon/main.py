@@ -37,14 +37,71 @@ async def _connect_zookeeper(cfg: DaemonConfig, log) -> ZK:
         delay = min(delay * 2, 5)
 
 
+# After SIGTERM/SIGINT pvcd exits within 2 s whatever ZooKeeper or libvirt do (`systemctl stop` must
+# never hang): the clean-up writes get STOP_GRACE seconds in all; after STOP_LIMIT SIGALRM's default
+# action ends the process even if the event loop itself is stuck.
+STOP_GRACE = 1.2
+STOP_LIMIT = 1.9
+_STOPPED = object()
+
+
+class _Stop:
+    def __init__(self, log) -> None:
+        self.event = asyncio.Event()
+        self.deadline = 0.0
+        self.log = log
+
+    def __call__(self) -> None:  # the signal handler
+        if not self.event.is_set():
+            self.deadline = asyncio.get_running_loop().time() + STOP_GRACE
+            signal.setitimer(signal.ITIMER_REAL, STOP_LIMIT)
+            self.log.info("stopping")
+        self.event.set()
+
+    async def first(self, aw):
+        """``aw``'s result, or _STOPPED (``aw`` cancelled) if a stop signal comes first: start-up and
+        outages may wait on ZooKeeper or libvirt for ever."""
+        work = asyncio.ensure_future(aw)
+        stopped = asyncio.ensure_future(self.event.wait())
+        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        await asyncio.wait({work})
+        return _STOPPED
+
+    async def within_grace(self, aw, what: str, limit: float = STOP_GRACE) -> None:
+        """Best-effort clean-up: whatever does not finish within the grace (or ``limit`` seconds) is
+        left undone (the session's end removes this node's ephemeral presence anyway)."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(min(self.deadline, loop.time() + limit)):
+                await aw
+        except (TimeoutError, PvcError, Exception) as exc:
+            self.log.warning("stop_step_skipped", step=what, error=str(exc) or type(exc).__name__)
+
+    @staticmethod
+    async def cancel(tasks: list[asyncio.Task]) -> None:
+        """Cancel the tasks, and again whatever still runs: a clean-up awaiting ZooKeeper (up to its
+        request timeout) must not hold the stop."""
+        while pending := [t for t in tasks if not t.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.1)
+
+
 async def serve(cfg: DaemonConfig) -> None:
     log = configure(cfg.logging.level, cfg.logging.format).bind(node=cfg.node_name)
-    stop = asyncio.Event()
+    stop = _Stop(log)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop)
 
-    zk = await _connect_zookeeper(cfg, log)
+    zk = await stop.first(_connect_zookeeper(cfg, log))
+    if zk is _STOPPED:
+        log.info("stopped")
+        return
     roles: list = []
 
     def on_event(uuid: str, event: int, detail: int) -> None:
@@ -60,18 +117,21 @@ async def serve(cfg: DaemonConfig) -> None:
                 handler()
 
     host = LibvirtHost(cfg.libvirt.uri, on_event, log=log.info, on_reconnect=on_reconnect)
-    while True:
+    while not stop.event.is_set():
         try:
             host.open()
             break
         except Unavailable as exc:
             log.warning("libvirt_unavailable", error=str(exc))
-            await asyncio.sleep(1)
+            await stop.first(asyncio.sleep(1))
 
     ctx = DaemonContext(config=cfg, zk=zk, host=host, log=log)
     presence = NodePresence(ctx)
-    ctx.services["presence"] = presence
-    await presence.register()
+    ctx.services.presence = presence
+    if stop.event.is_set() or await stop.first(presence.register()) is _STOPPED:
+        await stop.within_grace(zk.close(), "zookeeper_close")
+        log.info("stopped")
+        return
     roles.extend(roles_for(ctx))
 
     async with asyncio.TaskGroup() as tg:
@@ -79,16 +139,16 @@ async def serve(cfg: DaemonConfig) -> None:
         tasks.append(tg.create_task(presence.keepalive_loop(), name="keepalive"))
         tasks.append(tg.create_task(host.keep_connected(), name="libvirt"))
         tasks.append(tg.create_task(systemd.watchdog_loop(), name="watchdog"))
-        await presence.set_state("run")
-        systemd.notify("READY=1")
-        await stop.wait()
+        if await stop.first(presence.set_state("run")) is not _STOPPED:
+            systemd.notify("READY=1")
+            await stop.event.wait()
         systemd.notify("STOPPING=1")
-        await presence.set_state("shutdown")
-        for task in tasks:
-            task.cancel()
+        # A third of the grace at most: ZooKeeper may be away, and the rest must still be tried.
+        await stop.within_grace(presence.set_state("shutdown"), "daemon_state_shutdown", STOP_GRACE / 3)
+        await stop.cancel(tasks)
     # Running VMs are left alone: they keep running and are adopted at the next start.
-    await presence.leave()
-    await zk.close()
+    await stop.within_grace(presence.leave(), "leave")
+    await stop.within_grace(zk.close(), "zookeeper_close")
     host.close()
     log.info("stopped")
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import sys
 import time
 
 from pvc import __version__
 from pvc.daemon.context import DaemonContext
 from pvc.errors import PvcError
 from pvc.schema import IpmiInfo, Keepalive, NodeInfo, Paths
+
+
+# pvcd's exit status when it finds, on getting a new ZooKeeper session, that its node was fenced.
+EXIT_FENCED = 75
 
 
 class NodePresence:
@@ -50,7 +55,17 @@ class NodePresence:
         zk.on_session_renewed(self._reassert)
 
     async def _reassert(self) -> None:
-        # Whoever noticed our session end may have marked us dead; we are back.
+        # Whoever noticed our session end may have marked us dead; we are back. But if we were
+        # fenced meanwhile (declared powered off: our VMs may already run elsewhere), all this
+        # daemon believes is stale and acting on it could start a second copy of a VM: exit at once,
+        # touching nothing (no state write, no VM). No fence can land after this read: our `alive`
+        # key is already re-created, and every fencing write fails while it exists.
+        if await self.ctx.zk.get_data(self._key("daemon_state")) == b"fenced":
+            self.ctx.log.critical("fenced_while_away", exit_status=EXIT_FENCED,
+                                  hint="this node was declared powered off while cut off from ZooKeeper and its "
+                                       "VMs were recovered elsewhere; check the host, then start pvcd")
+            sys.stderr.flush()
+            os._exit(EXIT_FENCED)  # not restarted by pvcd.service (RestartPreventExitStatus)
         await self.ctx.zk.put(self._key("daemon_state"), self.daemon_state.encode())
 
     async def set_state(self, state: str) -> None:
@@ -70,7 +85,8 @@ class NodePresence:
         host = self.ctx.host
         hs = host.stats()
         active = host.running_uuids()
-        records = self.ctx.services.get("domains", {})
+        hv = self.ctx.services.hypervisor
+        records = hv.records if hv else {}
         mine = [records[u] for u in active if u in records]
         return Keepalive(
             time=time.time(),

@@ -1,4 +1,6 @@
-"""python -m pvc.devcluster up|info|down|sample-vm: a local pvc cluster for demos, tests and benchmarks."""
+"""python -m pvc.devcluster up|info|down|sample-vm, and the fault verbs
+kill|start|stop|freeze|thaw NODE, zookeeper kill|start INDEX, libvirtd kill|start NODE:
+a local pvc cluster for demos, tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -9,6 +11,15 @@ from pathlib import Path
 
 from pvc.devcluster.cluster import DevCluster
 
+# verb -> (help, DevCluster method); each acts on one node's pvcd.
+NODE_VERBS = {
+    "kill": ("kill -9 NODE's pvcd (a crash; its libvirtd and VMs stay)", "kill_node"),
+    "start": ("start NODE's pvcd again and wait until it runs", "start_node"),
+    "stop": ("stop NODE's pvcd with SIGTERM and wait until it exited", "stop_node"),
+    "freeze": ("SIGSTOP NODE's pvcd (alive but silent, like a stalled host)", "freeze_node"),
+    "thaw": ("SIGCONT NODE's pvcd (after freeze)", "thaw_node"),
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pvc.devcluster", description=__doc__)
@@ -18,11 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--workdir", required=True)
     up.add_argument("--hypervisor", choices=["test", "qemu"], default="test")
     up.add_argument("--coordinators", type=int, default=None, help="the first K nodes are coordinators (default: up to 3)")
+    up.add_argument("--zookeeper-servers", type=int, choices=[1, 3], default=None,
+                    help="ZooKeeper servers, one per coordinator (default: 3 with at least 3 coordinators, else 1)")
     up.add_argument("--networking", action="store_true",
                     help="give each node's networking a network namespace of its own (client networks, DHCP, DNS)")
     up.add_argument("--fencing", action="store_true",
                     help="give each node a simulated BMC (ipmi_sim) so the primary can fence dead nodes")
-    info = sub.add_parser("info", help="show each node's config, libvirt URI, console log directory and pvcd pid")
+    info = sub.add_parser("info", help="show the ZooKeeper servers and each node's config, libvirt URI, "
+                                       "console log directory and pids")
     info.add_argument("--workdir", required=True)
     info.add_argument("-o", "--output", choices=["table", "json"], default="table")
     down = sub.add_parser("down", help="stop everything `up` started")
@@ -31,29 +45,42 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("name")
     sample.add_argument("--workdir", required=True, help="the cluster whose console log directory the guest logs to")
     sample.add_argument("--memory", type=int, default=128, help="MiB (default: 128)")
+    for verb, (text, _) in NODE_VERBS.items():
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("node")
+        p.add_argument("--workdir", required=True)
+    for component, target, text in (("zookeeper", "index", "one ZooKeeper server, by its index (server.N)"),
+                                    ("libvirtd", "node", "one node's libvirtd")):
+        p = sub.add_parser(component, help=f"kill -9 or start {text}")
+        p.add_argument("action", choices=["kill", "start"])
+        p.add_argument(target)
+        p.add_argument("--workdir", required=True)
     args = parser.parse_args(argv)
 
     cluster = DevCluster(args.workdir)
     try:
+        if args.command not in ("up", "sample-vm") and cluster.state is None:
+            raise RuntimeError(f"no cluster in {args.workdir}")
         if args.command == "up":
             if args.nodes < 1:
                 parser.error("--nodes must be at least 1")
             state = cluster.up(args.nodes, args.hypervisor, args.coordinators, networking=args.networking,
-                               fencing=args.fencing)
+                               fencing=args.fencing, zookeeper_servers=args.zookeeper_servers)
             for node in cluster.info():
                 print(f"{node['name']}: pvcd pid {node['pvcd_pid']}, libvirt {node['libvirt_uri']}")
             print(f"PVC_ZOOKEEPER={state.zookeeper}")
         elif args.command == "info":
-            if cluster.state is None:
-                raise RuntimeError(f"no cluster in {args.workdir}")
             nodes = cluster.info()
             if args.output == "json":
-                print(json.dumps([{**n, "zookeeper": cluster.state.zookeeper} for n in nodes], indent=2))
+                print(json.dumps(nodes, indent=2))
             else:
-                print(f"zookeeper: {cluster.state.zookeeper} (pid {cluster.state.zookeeper_pid})")
+                print(f"zookeeper: {cluster.state.zookeeper}")
+                for z in cluster.state.zookeeper_servers:
+                    print(f"  server {z.index}: 127.0.0.1:{z.client_port}, pid {z.pid}, on {z.node or '-'}")
                 for n in nodes:
-                    print(f"{n['name']}: pvcd pid {n['pvcd_pid']}, config {n['config']}, libvirt {n['libvirt_uri']}, "
-                          f"console logs {n['console_log_directory']}")
+                    frozen = " (frozen)" if n["pvcd_frozen"] else ""
+                    print(f"{n['name']}: pvcd pid {n['pvcd_pid']}{frozen}, libvirtd pid {n['libvirtd_pid']}, "
+                          f"config {n['config']}, libvirt {n['libvirt_uri']}, console logs {n['console_log_directory']}")
         elif args.command == "sample-vm":
             from pvc.devcluster.guest import domain_xml
 
@@ -61,11 +88,30 @@ def main(argv: list[str] | None = None) -> int:
             console = Path(cluster.state.nodes[0].console_log_directory) \
                 if cluster.state and cluster.state.nodes else cluster.workdir / "console"
             print(domain_xml(args.name, console, memory_mib=args.memory), end="")
+        elif args.command == "stop":
+            cluster.running_pvcd_pid(args.node)  # not running: say so
+            if not cluster.stop_node(args.node):
+                raise RuntimeError(f"pvcd on {args.node} did not exit within 10 s of SIGTERM; killed it")
+            print(f"{args.node}: pvcd stopped")
+        elif args.command in NODE_VERBS:
+            getattr(cluster, NODE_VERBS[args.command][1])(args.node)
+            print(f"{args.node}: pvcd {args.command}: pid {cluster.node(args.node).pvcd_pid}")
+        elif args.command == "zookeeper":
+            if not args.index.isdigit():
+                raise ValueError(f"bad ZooKeeper server index {args.index!r}: expected one of "
+                                 + ", ".join(map(str, cluster.zookeeper_indexes)))
+            args.index = int(args.index)
+            getattr(cluster, f"{args.action}_zookeeper")(args.index)
+            print(f"zookeeper server {args.index}: {args.action}: pid {cluster.zookeeper_spec(args.index).pid}")
+        elif args.command == "libvirtd":
+            getattr(cluster, f"{args.action}_libvirtd")(args.node)
+            print(f"{args.node}: libvirtd {args.action}: pid {cluster.node(args.node).libvirtd_pid}")
         else:
             cluster.down()
             print("stopped")
-    except (RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        # KeyError's str() is the repr of its argument; show the message itself.
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 1
     return 0
 

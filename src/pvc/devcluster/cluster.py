@@ -1,7 +1,10 @@
-"""A local pvc cluster on one machine: a real ZooKeeper, one libvirtd and one pvcd per node.
+"""A local pvc cluster on one machine: a real ZooKeeper ensemble (one server per coordinator, or a
+single server), one libvirtd and one pvcd per node.
 
 Shared by the README demo, the tests and the benchmarks. Everything it starts is recorded in
-``<workdir>/cluster.json`` (by pid), so ``down`` can stop it from another process.
+``<workdir>/cluster.json`` (by pid), so ``down`` and the fault verbs (kill, freeze, ...) can act on
+it from another process. The fault verbs are the one way tests, benchmarks and operators inject
+faults, so all of them see the same behaviour.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pvc.devcluster.libvirtd import Libvirtd
-from pvc.devcluster.proc import free_port, free_udp_port, is_running, log_tail, terminate
-from pvc.devcluster.zookeeper_server import ZookeeperServer
+from pvc.devcluster.proc import free_port, free_udp_port, is_running, is_stopped, log_tail, terminate
+from pvc.devcluster.zookeeper_server import ZookeeperServer, ensemble_peers
 
 
 @dataclass
@@ -40,12 +43,23 @@ class NodeSpec:
 
 
 @dataclass
+class ZookeeperSpec:
+    """One ZooKeeper server; server N runs "on" the N-th coordinator (all on 127.0.0.1)."""
+
+    index: int
+    client_port: int
+    quorum_port: int
+    election_port: int
+    node: str
+    pid: int | None = None
+
+
+@dataclass
 class ClusterState:
     workdir: str
     hypervisor: str
-    zookeeper: str
-    zookeeper_port: int
-    zookeeper_pid: int | None = None
+    zookeeper: str  # the connection string: every server, host:port,host:port,...
+    zookeeper_servers: list[ZookeeperSpec] = field(default_factory=list)
     nodes: list[NodeSpec] = field(default_factory=list)
     # Each node's networking in a network namespace of its own (pvc.devcluster.netns).
     networking: bool = False
@@ -61,6 +75,10 @@ class DevCluster:
         if self.state_file.exists():
             raw = json.loads(self.state_file.read_text())
             raw["nodes"] = [NodeSpec(**{**n, "migration_ports": tuple(n["migration_ports"])}) for n in raw["nodes"]]
+            if "zookeeper_port" in raw:  # a state file from before ensembles: one server in <workdir>/zookeeper
+                raw["zookeeper_servers"] = [{"index": 0, "client_port": raw.pop("zookeeper_port"), "quorum_port": 0,
+                                             "election_port": 0, "node": "", "pid": raw.pop("zookeeper_pid", None)}]
+            raw["zookeeper_servers"] = [ZookeeperSpec(**z) for z in raw.get("zookeeper_servers", [])]
             self.state = ClusterState(**raw)
 
     # -- pieces ------------------------------------------------------------------------------------
@@ -68,8 +86,23 @@ class DevCluster:
     def _save(self) -> None:
         self.state_file.write_text(json.dumps(asdict(self.state), indent=2))
 
-    def zookeeper(self) -> ZookeeperServer:
-        return ZookeeperServer(self.workdir / "zookeeper", self.state.zookeeper_port)
+    def zookeeper(self, index: int) -> ZookeeperServer:
+        """Server ``index`` (1-based, as in ``server.N``) of the cluster's ensemble."""
+        spec = self.zookeeper_spec(index)
+        peers = [(z.index, z.client_port, z.quorum_port, z.election_port) for z in self.state.zookeeper_servers]
+        datadir = self.workdir / "zookeeper" / (str(index) if index else "")
+        return ZookeeperServer(datadir, spec.client_port, myid=index, peers=peers)
+
+    def zookeeper_spec(self, index: int) -> ZookeeperSpec:
+        for z in self.state.zookeeper_servers:
+            if z.index == index:
+                return z
+        known = ", ".join(str(z.index) for z in self.state.zookeeper_servers)
+        raise ValueError(f"no ZooKeeper server {index} in {self.workdir} (servers: {known})")
+
+    @property
+    def zookeeper_indexes(self) -> list[int]:
+        return [z.index for z in self.state.zookeeper_servers]
 
     def libvirtd(self, node: NodeSpec) -> Libvirtd:
         return Libvirtd(self.workdir / node.name / "libvirt", self.state.hypervisor,
@@ -140,7 +173,8 @@ class DevCluster:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def up(self, nodes: int = 3, hypervisor: str = "test", coordinators: int | None = None,
-           timeout: float = 60, networking: bool = False, fencing: bool = False) -> ClusterState:
+           timeout: float = 60, networking: bool = False, fencing: bool = False,
+           zookeeper_servers: int | None = None) -> ClusterState:
         if self.state and self.is_up():
             raise RuntimeError(f"a cluster is already running in {self.workdir}; run `down` first")
         if self.state:
@@ -151,13 +185,22 @@ class DevCluster:
 
             if reason := qemu_missing():
                 raise RuntimeError(f"--hypervisor qemu: {reason}")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        self.state = ClusterState(workdir=str(self.workdir), hypervisor=hypervisor,
-                                  zookeeper=f"127.0.0.1:{port}", zookeeper_port=port, networking=networking,
-                                  fencing=fencing)
         names = [f"hv{i}" for i in range(1, nodes + 1)]
         coordinator_names = names[: min(3, nodes) if coordinators is None else coordinators]
+        # As in production: the coordinators run the ensemble, one server each.
+        servers = zookeeper_servers or (3 if len(coordinator_names) >= 3 else 1)
+        if servers not in (1, 3):
+            raise ValueError(f"--zookeeper-servers must be 1 or 3, got {servers}")
+        if servers > max(len(coordinator_names), 1):
+            raise ValueError(f"--zookeeper-servers {servers} needs at least {servers} coordinators "
+                             f"(one server each); this cluster has {len(coordinator_names)}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        zookeepers = [ZookeeperSpec(index=i, client_port=client, quorum_port=quorum, election_port=election,
+                                    node=(coordinator_names or names)[i - 1])
+                      for i, client, quorum, election in ensemble_peers(servers)]
+        self.state = ClusterState(workdir=str(self.workdir), hypervisor=hypervisor,
+                                  zookeeper=",".join(f"127.0.0.1:{z.client_port}" for z in zookeepers),
+                                  zookeeper_servers=zookeepers, networking=networking, fencing=fencing)
         for name in names:
             base = self.workdir / name
             base.mkdir(parents=True, exist_ok=True)
@@ -172,10 +215,14 @@ class DevCluster:
             self.state.nodes.append(spec)
         self._save()
         try:
-            zk = self.zookeeper()
-            zk.start()
-            self.state.zookeeper_pid = zk.pid
-            self._save()
+            started = []
+            for z in zookeepers:  # all first: a member serves only once a quorum runs
+                started.append(self.zookeeper(z.index))
+                started[-1].start(wait=False)
+                z.pid = started[-1].pid
+                self._save()
+            for server in started:
+                server.wait_ready()
             subprocess.run([sys.executable, "-m", "pvc.cli.app", "--zookeeper", self.state.zookeeper, "init"],
                            check=True, capture_output=True)
             if networking:
@@ -208,8 +255,19 @@ class DevCluster:
         self.state_file.unlink(missing_ok=True)
         self.state = None
 
+    # -- faults and repairs (python -m pvc.devcluster kill|start|stop|freeze|thaw|zookeeper|libvirtd) ----
+
+    def running_pvcd_pid(self, name: str) -> int:
+        pid = self.node(name).pvcd_pid
+        if not is_running(pid):
+            raise RuntimeError(f"pvcd on {name} is not running")
+        return pid
+
     def start_node(self, name: str, wait: bool = True, timeout: float = 30) -> None:
+        """Start a node's pvcd (again); with ``wait``, until its daemon_state is run."""
         node = self.node(name)
+        if is_running(node.pvcd_pid):
+            raise RuntimeError(f"pvcd on {name} is already running (pid {node.pvcd_pid})")
         with open(node.pvcd_log, "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pvc.daemon.main", "--config", node.config],
@@ -220,16 +278,94 @@ class DevCluster:
         if wait:
             self.wait_running([name], timeout)
 
-    def stop_node(self, name: str, sig: int = signal.SIGTERM) -> None:
-        """Stop one node's pvcd (SIGKILL to simulate a crash); its libvirtd and VMs stay."""
+    def stop_node(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10) -> bool:
+        """Stop one node's pvcd: SIGTERM (a clean stop, waited for; SIGKILL after ``timeout``) or
+        SIGKILL (a crash). Its libvirtd and VMs stay. False when SIGTERM was not enough."""
         node = self.node(name)
-        if sig == signal.SIGKILL and node.pvcd_pid:
-            try:
-                os.kill(node.pvcd_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        terminate(node.pvcd_pid)
+        pid, clean = node.pvcd_pid, True
+        if is_running(pid):
+            os.kill(pid, sig)
+            if sig != signal.SIGKILL:
+                os.kill(pid, signal.SIGCONT)  # a frozen daemon must run to act on SIGTERM
+            clean = terminate(pid, timeout)
         node.pvcd_pid = None
+        self._save()
+        return clean
+
+    def kill_node(self, name: str) -> None:
+        """kill -9 a node's pvcd (a crash); its libvirtd and VMs stay."""
+        self.running_pvcd_pid(name)
+        self.stop_node(name, signal.SIGKILL)
+
+    def freeze_node(self, name: str) -> None:
+        """SIGSTOP a node's pvcd: alive but silent (a stalled host), until ``thaw_node``."""
+        os.kill(self.running_pvcd_pid(name), signal.SIGSTOP)
+
+    def thaw_node(self, name: str) -> None:
+        os.kill(self.running_pvcd_pid(name), signal.SIGCONT)
+
+    def kill_zookeeper(self, index: int) -> None:
+        """kill -9 one ZooKeeper server (its clients see their connection drop)."""
+        spec = self.zookeeper_spec(index)
+        if not is_running(spec.pid):
+            raise RuntimeError(f"ZooKeeper server {index} is not running")
+        self.zookeeper(index).kill()
+        spec.pid = None
+        self._save()
+
+    def stop_zookeeper(self, index: int | None = None) -> None:
+        """SIGTERM one server, or (``None``) the whole ensemble."""
+        for i in [index] if index is not None else self.zookeeper_indexes:
+            self.zookeeper(i).stop()
+            self.zookeeper_spec(i).pid = None
+            self._save()
+
+    def start_zookeeper(self, index: int | None = None, timeout: float = 30) -> None:
+        """Start one server (or, with ``None``, every stopped one). Waits until it serves when a
+        quorum of the ensemble runs with it, else until it listens (it serves once a quorum is back)."""
+        indexes = [index] if index is not None else self.zookeeper_indexes
+        for i in indexes:
+            spec = self.zookeeper_spec(i)
+            if index is not None and is_running(spec.pid):
+                raise RuntimeError(f"ZooKeeper server {i} is already running (pid {spec.pid})")
+            server = self.zookeeper(i)
+            server.start(timeout, wait=False)
+            spec.pid = server.pid
+            self._save()
+        running = sum(is_running(z.pid) for z in self.state.zookeeper_servers)
+        if running > len(self.state.zookeeper_servers) // 2:
+            for i in indexes:
+                self.zookeeper(i).wait_ready(timeout)
+
+    def restart_zookeeper(self, timeout: float = 30) -> None:
+        """Stop the whole ensemble and start it again (same ports, same data)."""
+        self.stop_zookeeper()
+        self.start_zookeeper(timeout=timeout)
+
+    def zookeeper_server_of(self, name: str) -> int | None:
+        """The index of the ZooKeeper server a node's pvcd is connected to (None: none)."""
+        from pvc.devcluster.proc import tcp_peer_ports
+
+        ports = tcp_peer_ports(self.running_pvcd_pid(name))
+        return next((z.index for z in self.state.zookeeper_servers if z.client_port in ports), None)
+
+    def kill_libvirtd(self, name: str) -> None:
+        """kill -9 a node's libvirtd (its guests outlive it, as on a real host)."""
+        node = self.node(name)
+        libvirtd = self.libvirtd(node)
+        if not libvirtd.pid:
+            raise RuntimeError(f"libvirtd on {name} is not running")
+        libvirtd.kill()
+        node.libvirtd_pid = None
+        self._save()
+
+    def start_libvirtd(self, name: str) -> None:
+        node = self.node(name)
+        libvirtd = self.libvirtd(node)
+        if libvirtd.pid:
+            raise RuntimeError(f"libvirtd on {name} is already running (pid {libvirtd.pid})")
+        libvirtd.start()
+        node.libvirtd_pid = libvirtd.pid
         self._save()
 
     def wait_running(self, names: list[str], timeout: float = 30) -> None:
@@ -261,7 +397,7 @@ class DevCluster:
         raise RuntimeError(f"nodes not running after {timeout:g} s: {states}")
 
     def is_up(self) -> bool:
-        return bool(self.state) and is_running(self.state.zookeeper_pid)
+        return bool(self.state) and any(is_running(z.pid) for z in self.state.zookeeper_servers)
 
     def down(self) -> None:
         if not self.state:
@@ -275,13 +411,17 @@ class DevCluster:
         if self.state.fencing:  # last: a BMC's exit "powers off" its node (what is left of it)
             for node in self.state.nodes:
                 self.bmc(node).stop()
-        self.zookeeper().stop()
-        self.state.zookeeper_pid = None
+        for z in self.state.zookeeper_servers:
+            self.zookeeper(z.index).stop()
+            z.pid = None
         if self.state.networking:
             self.netns().destroy()
         self._save()
 
     def info(self) -> list[dict]:
+        """One entry per node; a coordinator that runs a ZooKeeper server carries it (index,
+        client_port, pid) under ``zookeeper_server``, every node the connection string."""
+        servers = {z.node: z for z in self.state.zookeeper_servers}
         return [
             {
                 "name": n.name,
@@ -290,9 +430,14 @@ class DevCluster:
                 "migration_uri": n.migration_uri,
                 "console_log_directory": n.console_log_directory,
                 "pvcd_pid": n.pvcd_pid if is_running(n.pvcd_pid) else None,
+                "pvcd_frozen": is_stopped(n.pvcd_pid),
                 "libvirtd_pid": self.libvirtd(n).pid,
                 "coordinator": n.coordinator,
                 "pvcd_log": n.pvcd_log,
+                "zookeeper": self.state.zookeeper,
+                "zookeeper_server": {"index": z.index, "client_port": z.client_port,
+                                     "pid": z.pid if is_running(z.pid) else None}
+                if (z := servers.get(n.name)) else None,
             }
             for n in self.state.nodes
         ]

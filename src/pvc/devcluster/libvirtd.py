@@ -15,6 +15,7 @@ import grp
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -206,6 +207,19 @@ class Libvirtd:
                 terminate(pid, timeout)
             pidfile.unlink(missing_ok=True)
         terminate(_read_pid(self.keeper_pid_path), timeout)  # it exits on its own once libvirtd is gone
+        self.keeper_pid_path.unlink(missing_ok=True)
+
+
+    def kill(self) -> None:
+        """kill -9 libvirtd (a crash): its guests and their pidfiles stay, as on a real host; the
+        test driver's domains are gone with it (they lived in libvirtd's memory)."""
+        pid = self.pid
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            terminate(pid)  # waits until it is gone
+        self._pid = None
+        self.pid_path.unlink(missing_ok=True)
+        terminate(_read_pid(self.keeper_pid_path))  # it exits on its own once libvirtd is gone
         self.keeper_pid_path.unlink(missing_ok=True)
 
 

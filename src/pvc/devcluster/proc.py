@@ -36,16 +36,44 @@ def is_running(pid: int | None) -> bool:
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
+def is_stopped(pid: int | None) -> bool:
+    """True if ``pid`` is stopped by a signal (SIGSTOP: a frozen process)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "T" if pid else False
+    except OSError:
+        return False
+
+
+def tcp_peer_ports(pid: int) -> set[int]:
+    """Remote ports of the established TCP connections ``pid`` holds (which server it talks to)."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "01" and fields[9] in inodes:  # 01: ESTABLISHED
+                    ports.add(int(fields[2].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def _reap(pid: int) -> None:
     # Only our own children can (and must) be reaped; for anything else this is a no-op.
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
 
 
-def terminate(pid: int | None, timeout: float = 10.0) -> None:
-    """SIGTERM ``pid``, SIGKILL it after ``timeout`` seconds, and wait until it is gone."""
+def terminate(pid: int | None, timeout: float = 10.0) -> bool:
+    """SIGTERM ``pid``, SIGKILL it after ``timeout`` seconds, and wait until it is gone.
+    True when SIGTERM was enough (or nothing ran)."""
     if not pid:
-        return
+        return True
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
@@ -53,7 +81,7 @@ def terminate(pid: int | None, timeout: float = 10.0) -> None:
         while time.monotonic() < deadline:
             _reap(pid)
             if not is_running(pid):
-                return
+                return sig == signal.SIGTERM
             time.sleep(0.05)
     raise RuntimeError(f"process {pid} is still running after SIGKILL")
 

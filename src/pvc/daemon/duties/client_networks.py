@@ -36,7 +36,7 @@ class ClientNetworksDuty:
         self.zk = ctx.zk
         self.guard = guard
         self.log = ctx.log.bind(role="primary", duty=self.name)
-        self.net: NetCommands = ctx.services.setdefault("netcmd", NetCommands(self.cfg.netns, self.log))
+        self.net: NetCommands = ctx.services.shared_netcmd(self.cfg.netns, self.log)
         self.cache = self._new_cache()
         self.records: dict[int, Network] = self.cache.records
         self.applied: dict[int, list[str]] = {}  # vni -> gateway addresses we put on its bridge

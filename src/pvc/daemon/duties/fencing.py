@@ -1,14 +1,18 @@
 """Primary duty: fence dead nodes through IPMI and recover their VMs (decisions in ``pvc.fencing``).
 
-Once a second the duty reads every node's presence (``alive``) and ``daemon_state`` (two pipelined
-reads per node: bounded, and it needs no watch re-arming after a session loss; ``dead_after`` is
-seconds, so a second's resolution is enough). A node gone for ``fencing.dead_after`` seconds is
-marked ``dead`` and powered off through its BMC; only after ``chassis power status`` confirms "off"
-is it marked ``fenced`` (and ``flushed``) and its VMs are started elsewhere. A failed fence moves
-nothing (the VMs may still run there) and is retried every ``fencing.retry_interval`` seconds.
+Once a second the duty reads every node's presence (``alive``), ``daemon_state``, fence record
+(``/nodes/<n>/fence``) and IPMI address, and the cluster's maintenance flag (one multiRead: bounded,
+and it needs no watch re-arming after a session loss; ``dead_after`` is seconds, so a second's
+resolution is enough). ``pvc.fencing.decide`` says what to do with each node: a node gone for
+``fencing.dead_after`` seconds is marked ``dead`` and powered off through its BMC; only after
+``chassis power status`` confirms "off" is it marked ``fenced`` (and ``flushed``) and its VMs are
+started elsewhere. A failed fence moves nothing (the VMs may still run there); it is recorded in
+the fence record (visible in `pvc node info` and `pvc cluster status`) and retried with backoff.
+While the cluster is in maintenance, dead nodes are only reported.
 
 Each state write is a transaction that also creates and deletes the node's ``alive`` key: it fails
-if the node's daemon came back meanwhile, so a returning node is never marked dead or fenced.
+if the node's daemon came back meanwhile, so a returning node is never marked dead or fenced, and
+no VM of it is reassigned (each recovery write also checks that ``daemon_state`` is unchanged).
 """
 
 from __future__ import annotations
@@ -19,15 +23,24 @@ import time
 
 import msgspec
 
-from pvc import fencing, store
+from pvc import fence_store, fencing, store
 from pvc.daemon.context import DaemonContext
 from pvc.daemon.duties.guard import TeardownGuard
-from pvc.errors import PvcError
-from pvc.schema import IpmiInfo, Paths
-from pvc.zk import NodeExists
+from pvc.errors import NotFound, PvcError
+from pvc.fencing import Action
+from pvc.schema import Domain, FenceState, IpmiInfo, Paths
+from pvc.zk import BadVersion, NodeExists, NoNode
 
 CHECK_INTERVAL = 1.0
-POWER_OFF_ATTEMPTS = 3
+# How long `chassis power status` may take to say "off" after the power-off command.
+POWER_OFF_CONFIRM_POLLS, POWER_OFF_CONFIRM_INTERVAL = 10, 0.5
+
+
+def _ipmi(data: bytes | None) -> IpmiInfo:
+    try:
+        return IpmiInfo.decode(data) if data else IpmiInfo()
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return IpmiInfo()
 
 
 class FencingDuty:
@@ -59,11 +72,9 @@ class FencingDuty:
 
     async def _run(self) -> None:
         gone_since: dict[str, float] = {}
-        last_try: dict[str, float] = {}
-        recovered: set[str] = set()  # fenced nodes whose VMs this primary has (re)checked
         while True:
             try:
-                await self._check(gone_since, last_try, recovered)
+                await self._check(gone_since)
             except (PvcError, Exception) as exc:  # ZooKeeper trouble: look again shortly
                 self.log.warning("fencing_check_failed", error=str(exc) or type(exc).__name__)
                 # We lost sight of the cluster: absences are counted afresh once we see again, so
@@ -71,77 +82,102 @@ class FencingDuty:
                 gone_since.clear()
             await asyncio.sleep(CHECK_INTERVAL)
 
-    async def _check(self, gone_since: dict[str, float], last_try: dict[str, float], recovered: set[str]) -> None:
+    KEYS = ("alive", "daemon_state", "fence", "ipmi")
+
+    async def _check(self, gone_since: dict[str, float]) -> None:
         names = [n for n in await store.node_names(self.zk) if n != self.ctx.node]
-        values = await self.zk.get_many(Paths.node_key(n, k) for n in names for k in ("alive", "daemon_state"))
-        now = time.monotonic()
+        values = await self.zk.get_many([Paths.maintenance,
+                                         *(Paths.node_key(n, k) for n in names for k in self.KEYS)])
+        maintenance = values[0] == b"true"
+        now, mono = time.time(), time.monotonic()
         for i, name in enumerate(names):
-            alive, state = values[2 * i] is not None, (values[2 * i + 1] or b"").decode()
+            alive, state, fence, ipmi = values[1 + 4 * i: 5 + 4 * i]
+            alive, state, fence = alive is not None, (state or b"").decode(), fence_store.decode(fence)
             if alive:
                 gone_since.pop(name, None)
-                recovered.discard(name)
-                continue
-            # Unknown since when (e.g. just after a takeover): count from the first time we saw it gone.
-            since = gone_since.setdefault(name, now)
+            else:
+                # Unknown since when (e.g. just after a takeover): count from the first time we saw it gone.
+                gone_since.setdefault(name, mono)
             if name in self._jobs and not self._jobs[name].done():
                 continue
-            if state == "fenced" and name not in recovered:
-                # A previous primary may have died half-way through the recovery: finish it.
-                recovered.add(name)
+            decision = fencing.decide(
+                name, alive=alive, daemon_state=state, fence=fence, now=now, maintenance=maintenance,
+                gone_for=None if alive else mono - gone_since[name], dead_after=self.cfg.dead_after,
+                policy=self.cfg.policy, has_ipmi=bool(_ipmi(ipmi).hostname))
+            if decision.action is Action.FENCE:
+                self._spawn(name, self._fence(name, state))
+            elif decision.action is Action.RECOVER:
                 self._spawn(name, self._recover(name))
-            elif fencing.fence_due(state, False, since, now, self.cfg.dead_after):
-                if now - last_try.get(name, -1e9) >= self.cfg.retry_interval:
-                    last_try[name] = now
-                    recovered.add(name)
-                    self._spawn(name, self._fence(name, state))
+            elif decision.action is Action.PAUSE:
+                if state not in ("dead", "fenced") or fence.message != decision.reason:
+                    self._spawn(name, self._pause(name, state, decision.reason))
+            elif decision.action is Action.RETURNED:
+                self._spawn(name, self._update_record(name, lambda f: fencing.returned(f, time.time(), self.ctx.node)))
 
     def _spawn(self, name: str, coro) -> None:
         self._jobs[name] = asyncio.create_task(coro, name=f"fence:{name}")
 
     # -- doing -------------------------------------------------------------------------------------
 
-    async def _mark(self, name: str, state: str, *extra: tuple) -> bool:
-        """Write the node's daemon_state unless its daemon is back (see the module docstring)."""
-        alive = Paths.node_key(name, "alive")
+    async def _mark(self, name: str, expect: str, state: str, record, *extra: tuple) -> bool:
+        """Write the node's daemon_state (from ``expect``) and its fence record (``record(old)``)
+        in one transaction, unless its daemon is back or someone else wrote either meanwhile."""
+        key = Paths.node_key(name, "daemon_state")
+        data, version = await self.zk.get(key)
+        if data.decode() != expect:
+            return False  # changed since we looked (an operator's fence, the daemon): look again
+        fence, fence_version = await fence_store.read(self.zk, name)
         try:
-            await self.zk.multi([("create", alive, b""), ("delete", alive),
-                                 ("set", Paths.node_key(name, "daemon_state"), state.encode()), *extra])
+            await self.zk.multi([*fence_store.not_back_ops(name), ("set", key, state.encode(), version),
+                                 fence_store.put_op(name, record(fence), fence_version), *extra])
             return True
         except NodeExists:
             self.log.info("node_came_back", node=name, instead_of=state)
-            return False
+        except (BadVersion, NoNode):
+            self.log.info("node_changed_meanwhile", node=name, instead_of=state)
+        return False
+
+    async def _update_record(self, name: str, change) -> None:
+        fence, version = await fence_store.read(self.zk, name)
+        try:
+            await self.zk.multi([fence_store.put_op(name, change(fence), version)])
+        except (BadVersion, NodeExists):
+            pass  # written meanwhile: the next check decides again
+
+    async def _pause(self, name: str, state: str, reason: str) -> None:
+        """A dead node that is not fenced now: say so (daemon_state dead, the reason in its record)."""
+        record = lambda f: fencing.declared_dead(f, time.time(), self.ctx.node, reason)  # noqa: E731
+        if state in ("dead", "fenced"):
+            await self._update_record(name, lambda f: msgspec.structs.replace(f, message=reason))
+        elif await self._mark(name, state, "dead", record):
+            self.log.warning("node_dead", node=name, dead_after=self.cfg.dead_after)
+        self.log.warning("fence_paused", node=name, reason=reason)
 
     async def _fence(self, name: str, state: str) -> None:
         log = self.log.bind(node=name)
         if state != "dead":
-            if not await self._mark(name, "dead"):
+            if not await self._mark(name, state, "dead", lambda f: fencing.declared_dead(f, time.time(), self.ctx.node)):
                 return
             log.warning("node_dead", dead_after=self.cfg.dead_after)
-        if self.cfg.policy == "none":
-            log.warning("fence_skipped", reason="fencing.policy is none; its VMs stay assigned to it")
-            return
-        try:
-            data = await self.zk.get_data(Paths.node_key(name, "ipmi"))
-            ipmi = IpmiInfo.decode(data) if data else IpmiInfo()
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            ipmi = IpmiInfo()
-        if not ipmi.hostname:
-            log.error("fence_failed", reason="no IPMI configured (fencing.ipmi on that node); its VMs are not moved")
-            return
-        reason = ""
-        for attempt in range(1, POWER_OFF_ATTEMPTS + 1):
-            reason = await self._power_off(ipmi)
-            if not reason:
-                break
-            log.warning("fence_attempt_failed", attempt=attempt, reason=reason)
-            await asyncio.sleep(1)
-        if reason:
-            log.error("fence_failed", reason=reason, retry_in=self.cfg.retry_interval)
+        ipmi = _ipmi(await self.zk.get_data(Paths.node_key(name, "ipmi")))
+        error = await self._power_off(ipmi)
+        if error:
+            fence, version = await fence_store.read(self.zk, name)
+            failed = fencing.attempt_failed(fence, error, time.time(), self.cfg.retry_interval,
+                                            self.cfg.retry_max_interval, self.ctx.node)
+            log.error("fence_failed", reason=error, attempt=failed.attempts,
+                      retry_in=round(failed.next_attempt - failed.last_attempt, 1))
+            try:
+                await self.zk.multi([fence_store.put_op(name, failed, version)])
+            except (BadVersion, NodeExists):
+                pass
             return
         # Fenced; it comes back flushed so that it takes no VMs until an operator says `pvc node ready`.
-        if not await self._mark(name, "fenced", ("set", Paths.node_key(name, "domain_state"), b"flushed")):
+        if not await self._mark(name, "dead", "fenced",
+                                lambda f: fencing.confirmed_off(f, "ipmi", time.time(), self.ctx.node),
+                                ("set", Paths.node_key(name, "domain_state"), b"flushed")):
             return
-        log.warning("node_fenced")
+        log.warning("node_fenced", method="ipmi")
         await self._recover(name)
 
     async def _ipmitool(self, ipmi: IpmiInfo, *command: str) -> tuple[bool, str]:
@@ -166,41 +202,68 @@ class FencingDuty:
         """Power the node off and confirm it; "" on success, else why not."""
         ok, out = await self._ipmitool(ipmi, "chassis", "power", "off")
         if not ok:
-            return f"power off failed: {out[-200:]}"
-        for _ in range(10):  # a BMC may take a moment to report the new state
+            return f"power off failed: {out[-200:] or 'no output'}"
+        for _ in range(POWER_OFF_CONFIRM_POLLS):  # a BMC may take a moment to report the new state
             ok, out = await self._ipmitool(ipmi, "chassis", "power", "status")
             if ok and fencing.power_is_off(out):
                 return ""
-            await asyncio.sleep(0.5)
-        return f"power status does not say off: {out[-200:]}"
+            await asyncio.sleep(POWER_OFF_CONFIRM_INTERVAL)
+        waited = POWER_OFF_CONFIRM_POLLS * POWER_OFF_CONFIRM_INTERVAL
+        if ok:
+            return f"power still on {waited:g} s after the power-off command ({out[-200:]})"
+        return f"power status could not be read after the power-off command: {out[-200:] or 'no output'}"
 
     async def _recover(self, name: str) -> None:
+        """Apply ``pvc.fencing.recovery_plan`` to the fenced node's VMs, each with a versioned write
+        that also checks the node is still fenced and its daemon not back. Safe to repeat (a new
+        primary re-runs an unfinished recovery): a VM already moved is no longer on the node."""
         log = self.log.bind(node=name)
-        mine = [d for d in await store.list_domains(self.zk) if d.node == name]
-        if not mine:
+        key = Paths.node_key(name, "daemon_state")
+        data, state_version = await self.zk.get(key)
+        if data != b"fenced":
             return
+        mine = [d for d in await store.list_domains(self.zk) if d.node == name]
         nodes = await store.list_nodes(self.zk)
         wanted = {d.uuid for d in mine if d.state in fencing.RECOVER_STATES}
         running = await self._running_elsewhere([n for n in nodes if n.name != name], wanted)
         plan = fencing.recovery_plan(name, mine, [n.candidate() for n in nodes if n.name != name],
-                                     await store.default_selector(self.zk), running)
+                                     await store.default_selector(self.zk), running, daemon_state=data.decode())
         by_uuid = {d.uuid: d for d in mine}
+        count = 0
         for uuid, changes in plan.items():
-            before = by_uuid[uuid]
+            applied = await self._apply(name, by_uuid[uuid], changes, state_version)
+            if applied is None:
+                log.warning("vm_recovery_stopped", reason="the node's state changed (its daemon is back?)")
+                return
+            count += applied
+        await self._update_record(name, lambda f: fencing.recovered(f, count, time.time(), self.ctx.node))
+        log.warning("node_recovered", vms=count)
 
-            def change(d, changes=changes, before=before):
-                # Only if nobody changed the VM meanwhile; otherwise the next takeover looks again.
-                if d.node != name or d.state != before.state:
-                    return None
-                return msgspec.structs.replace(d, **changes)
-
+    async def _apply(self, name: str, before: Domain, changes: dict, state_version: int) -> int | None:
+        """Write one VM's recovery: 1 if written, 0 if obsolete, None if the node is no longer fenced."""
+        state_key = Paths.node_key(name, "daemon_state")
+        for _ in range(20):
             try:
-                await store.update_domain(self.zk, uuid, change)
-            except PvcError as exc:
-                log.warning("vm_recovery_write_failed", vm=before.name, error=str(exc))
-                continue
-            log.warning("vm_recovered", vm=before.name, to=changes.get("node", name),
-                        state=changes.get("state", before.state), reason=changes.get("failed_reason", ""))
+                current, version = await store.read_domain(self.zk, before.uuid)
+            except NotFound:
+                return 0  # undefined meanwhile
+            new = fencing.recovery_change(current, before, changes, name)
+            if new is None:
+                return 0
+            try:
+                await self.zk.multi([("check", state_key, state_version), *fence_store.not_back_ops(name),
+                                     ("set", Paths.domain(before.uuid), new.encode(), version)])
+            except NodeExists:
+                return None
+            except BadVersion:
+                if (await self.zk.get(state_key))[1] != state_version:
+                    return None
+                continue  # the VM's record changed: decide again on the new one
+            self.log.warning("vm_recovered", node=name, vm=before.name, to=new.node, state=new.state,
+                             reason=new.failed_reason)
+            return 1
+        self.log.warning("vm_recovery_write_failed", node=name, vm=before.name, error="kept changing")
+        return 0
 
     async def _running_elsewhere(self, nodes: list[store.NodeView], uuids: set[str]) -> dict[str, str]:
         """uuid -> node, for VMs of the fenced node that another node's libvirt already runs (asked

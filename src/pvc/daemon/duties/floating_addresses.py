@@ -16,7 +16,7 @@ class FloatingAddressesDuty:
         self.ctx = ctx
         self.guard = guard
         self.log = ctx.log.bind(role="primary", duty=self.name)
-        self.net: NetCommands = ctx.services.setdefault("netcmd", NetCommands(cfg.netns, self.log))
+        self.net: NetCommands = ctx.services.shared_netcmd(cfg.netns, self.log)
         self.addresses = [(fa.device, fa.address) for fa in (cfg.upstream_floating, cfg.cluster_floating) if fa.address]
 
     async def cleanup(self) -> None:

@@ -51,7 +51,7 @@ class CoordinatorRole:
         self._wake = asyncio.Event()
         self._watches: list[asyncio.Task] = []
         self._action: asyncio.Task | None = None
-        ctx.services["coordinator"] = self
+        ctx.services.coordinator = self
 
     # -- wiring ------------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ class NetworkingRole:
         self.zk = ctx.zk
         self.cfg = ctx.config.networking
         self.log = ctx.log.bind(role="networking")
-        self.net: NetCommands = ctx.services.setdefault("netcmd", NetCommands(self.cfg.netns, self.log))
+        self.net: NetCommands = ctx.services.shared_netcmd(self.cfg.netns, self.log)
         self.cache: RecordCache[int] = RecordCache(
             self.zk, Paths.networks, key=_vni, path=Paths.network, decode=Network.decode,
             on_change=self.kick, log=self.log,
@@ -44,7 +44,7 @@ class NetworkingRole:
         self.cluster_address = ""
         self.workers: KeyWorkers[int] = KeyWorkers(self._reconcile, log=self.log, name="network_interfaces",
                                                    transient=(PvcError,), retry_delay=1)
-        ctx.services["networking"] = self
+        ctx.services.networking = self
 
     async def run(self) -> None:
         await self._publish_facts()

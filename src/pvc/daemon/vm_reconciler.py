@@ -1,0 +1,294 @@
+"""One VM's reconcile on this node: ask libvirt, let ``reconcile.decide`` pick the step, do it,
+record the outcome (``vm_outcomes``) with a versioned write.
+
+Runs under the hypervisor role's per-VM worker, so for one VM nothing here runs twice at once: a
+hand-over is decided after every start this node made has finished, from libvirt's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pvc import store, vm_outcomes
+from pvc.errors import PvcError, Unavailable
+from pvc.libvirt_host import LibvirtError, LibvirtHost
+from pvc.reconcile import Step, decide
+from pvc.schema import Domain, NodeInfo, Paths
+from pvc.zk import NoNode
+
+# How long a VM that vanished is given for libvirt's stop event (which says why) to arrive.
+STOP_EVENT_GRACE = 2.0
+
+
+class VmReconciler:
+    def __init__(self, role) -> None:
+        self.role = role
+        self.ctx = role.ctx
+        self.zk = role.zk
+        self.host: LibvirtHost = role.host
+        self.me = role.me
+        self.log = role.log
+        self.update = role.update
+        self.records = role.records
+        # Seen running here at the previous look: a VM that is gone since then without pvc
+        # stopping it was stopped outside pvc and is not started again behind the operator's back.
+        self._seen_running: set[str] = set()
+        self._duplicate_logged: set[str] = set()
+        self._no_live_migration: set[str] = set()  # target URIs this libvirt cannot migrate to at all
+
+    def forget_seen(self) -> None:
+        self._seen_running.clear()
+
+    async def reconcile(self, uuid: str) -> None:
+        role = self.role
+        if uuid in role.unexpected:
+            state, reason = role.unexpected.pop(uuid)
+            await self._record_unexpected_stop(uuid, state, reason)
+        dom = self.records.get(uuid)
+        running = self.host.is_running(uuid)
+        seen = uuid in self._seen_running
+        (self._seen_running.add if running and dom is not None and dom.node == self.me
+         else self._seen_running.discard)(uuid)
+        await role.residency(dom, uuid, running)
+        if dom is None:
+            return
+        step = decide(dom, self.me, running, seen)
+        if step is Step.NOTHING:
+            return
+        log = self.log.bind(vm=dom.name, step=step.value)
+        if step is not Step.FOREIGN:
+            log.info("vm_step", state=dom.state)
+        await getattr(self, f"_do_{step.value}")(dom)
+
+    # -- what libvirt says happened ------------------------------------------------------------
+
+    async def _record_unexpected_stop(self, uuid: str, state: str, reason: str) -> None:
+        """``state`` "migrated": libvirt said it left by migration; "" reason: libvirt said nothing."""
+        self.log.warning("vm_stopped_unexpectedly", vm=uuid, reason=reason or "no libvirt event")
+        if state == "migrated" or not reason:
+            # `virsh migrate` behind pvc's back? Find where it runs now, or this node would start a
+            # second copy to honour state "start".
+            found = await self.find_elsewhere(uuid)
+            if found:
+                note = reason or "moved outside pvc"
+                await self.update(uuid, lambda d: vm_outcomes.followed(d, self.me, found, note)
+                                  if not self.host.is_running(uuid) else None)
+                return
+            state, reason = "stop", ("migrated outside pvc to a node pvc does not know" if reason
+                                     else "stopped outside pvc (libvirt gave no reason)")
+        await self.update(uuid, lambda d: vm_outcomes.stopped_outside(d, self.me, state, reason)
+                          if not self.host.is_running(uuid) else None)
+
+    async def _do_record_lost(self, dom: Domain) -> None:
+        """Gone since the last look and pvc did not stop it: wait for libvirt's event (it says
+        why), then record it; never start it again on the strength of the record."""
+        role = self.role
+        if dom.uuid not in role.unexpected:
+            waiter = role.stop_waiter(dom.uuid)
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), STOP_EVENT_GRACE)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                role.drop_stop_waiter(dom.uuid, waiter)
+        state, reason = role.unexpected.pop(dom.uuid, ("stop", ""))
+        await self._record_unexpected_stop(dom.uuid, state, reason)
+
+    async def _do_foreign(self, dom: Domain) -> None:
+        """Runs here, assigned elsewhere. If its own node's libvirt runs it too (or cannot be
+        asked), two copies may run: loud, in the record, never killed here (which copy is right is
+        the operator's call). If not, it was moved behind pvc's back: its node follows it."""
+        there = True
+        info = await self.target_info(dom.node)
+        if info and info.migration_uri:
+            try:
+                there = await asyncio.to_thread(LibvirtHost.remote_is_running, info.migration_uri, dom.uuid)
+            except LibvirtError:
+                there = True
+        if not there:
+            self.log.info("vm_here_assigned_elsewhere", vm=dom.name, assigned=dom.node)
+            return
+        if dom.uuid not in self._duplicate_logged:
+            self._duplicate_logged.add(dom.uuid)
+            self.log.error("vm_running_on_two_nodes", vm=dom.name, assigned=dom.node, also_on=self.me)
+        await self.update(dom.uuid, lambda d: vm_outcomes.duplicate_seen(d, self.me)
+                          if self.host.is_running(d.uuid) else None)
+
+    async def _do_clear_duplicate(self, dom: Domain) -> None:
+        self._duplicate_logged.discard(dom.uuid)
+        self.log.warning("vm_duplicate_gone", vm=dom.name, node=self.me)
+        await self.update(dom.uuid, lambda d: vm_outcomes.duplicate_gone(d, self.me)
+                          if d.node == self.me or not self.host.is_running(d.uuid) else None)
+
+    # -- lifecycle steps -----------------------------------------------------------------------
+
+    async def _do_start(self, dom: Domain) -> None:
+        try:
+            xml = await store.read_xml(self.zk, dom.uuid)
+            # QEMU takes seconds to start or kill a guest: off the loop, or ZooKeeper sessions expire.
+            await asyncio.to_thread(self.host.start, xml)
+        except (LibvirtError, PvcError, OSError) as exc:
+            if isinstance(exc, Unavailable):
+                raise
+            reason = f"start failed on {self.me}: {exc}"
+            self.log.error("vm_start_failed", vm=dom.name, error=str(exc))
+            await self.update(dom.uuid, lambda d: vm_outcomes.start_failed(d, self.me, reason))
+            return
+        self._seen_running.add(dom.uuid)
+        await self._do_record_running(dom)
+
+    async def _do_record_running(self, dom: Domain) -> None:
+        await self.update(dom.uuid, lambda d: vm_outcomes.started(d, self.me, self.host.state(d.uuid)))
+
+    async def _do_record_stopped(self, dom: Domain, note: str = "") -> None:
+        await self.update(dom.uuid, lambda d: vm_outcomes.stopped(d, self.me, note)
+                          if not self.host.is_running(d.uuid) else None)
+
+    async def _do_destroy(self, dom: Domain) -> None:
+        self.role.expect_stop.add(dom.uuid)
+        await asyncio.to_thread(self.host.destroy, dom.uuid)
+        await self._do_record_stopped(dom)
+
+    async def _graceful_stop(self, dom: Domain, still_wanted) -> tuple[bool, str]:
+        """Shut the guest down; apply the timeout policy. (off, note): off is False if it is left
+        running; note says when it had to be forced off.
+
+        Returns early (forcing it off) when the operator changes the request meanwhile to stop."""
+        cfg = self.ctx.config.vm
+        uuid = dom.uuid
+        role = self.role
+        stopped = role.stop_waiter(uuid)
+        changed = role.change_event(uuid)
+        role.expect_stop.add(uuid)
+        deadline = time.monotonic() + cfg.shutdown_timeout
+        try:
+            self.host.shutdown(uuid)
+            while self.host.is_running(uuid):
+                changed.clear()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                wait_changed = asyncio.ensure_future(changed.wait())
+                await asyncio.wait([stopped, wait_changed], timeout=min(remaining, 1.0),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                wait_changed.cancel()
+                if not still_wanted(self.records.get(uuid)):
+                    self.log.info("vm_shutdown_overridden", vm=dom.name)
+                    await asyncio.to_thread(self.host.destroy, uuid)
+            if not self.host.is_running(uuid):
+                return True, ""
+            if cfg.shutdown_timeout_policy == "stop":
+                self.log.warning("vm_shutdown_timeout_forcing_off", vm=dom.name, timeout=cfg.shutdown_timeout)
+                await asyncio.to_thread(self.host.destroy, uuid)
+                return True, f"the guest did not shut down within {cfg.shutdown_timeout:g} s: forced off (policy stop)"
+            role.expect_stop.discard(uuid)
+            reason = f"shutdown timed out after {cfg.shutdown_timeout:g} s; left running (policy abort)"
+            self.log.warning("vm_shutdown_timeout_left_running", vm=dom.name)
+            await self.update(uuid, lambda d: vm_outcomes.shutdown_left_running(d, self.me, reason))
+            return False, ""
+        finally:
+            role.drop_stop_waiter(uuid, stopped)
+
+    async def _do_shutdown(self, dom: Domain) -> None:
+        off, note = await self._graceful_stop(dom, lambda d: d is not None and d.state == "shutdown")
+        if off:
+            await self._do_record_stopped(dom, note)
+
+    async def _do_disable(self, dom: Domain) -> None:
+        off, note = await self._graceful_stop(dom, lambda d: d is not None and d.state == "disable")
+        if off:
+            await self._do_record_stopped(dom, note)
+
+    async def _do_restart(self, dom: Domain) -> None:
+        off, _ = await self._graceful_stop(dom, lambda d: d is not None and d.state == "restart")
+        if off:
+            current = self.records.get(dom.uuid)
+            if current and current.state == "restart" and current.node == self.me:
+                await self._do_start(current)
+
+    # -- moving between nodes ------------------------------------------------------------------
+
+    async def _do_hand_over(self, dom: Domain, seconds: float = 0.0, note: str = "") -> None:
+        """Libvirt here says the VM is off: give it to its target (which starts it if wanted)."""
+        await self.role.leaving(dom.uuid)
+        await self.update(dom.uuid, lambda d: vm_outcomes.handed_over(d, self.me, time.time(), seconds, note)
+                          if not self.host.is_running(d.uuid) else None)
+
+    async def _do_migrate(self, dom: Domain) -> None:
+        method = dom.migration_method or "any"
+        target = await self.target_info(dom.target_node)
+        if method == "shutdown":
+            await self._migrate_by_shutdown(dom, time.monotonic(), "")
+            return
+        started = time.monotonic()
+        why = await self._migrate_live(dom, target, started)
+        if not why:
+            return  # moved (or lost, recorded)
+        if method == "live":
+            # Its method says live only: it stays running here, and the request ends with the reason.
+            reason = f"live migration to {dom.target_node} failed: {why}; still running on {self.me} (method live)"
+            await self.update(dom.uuid, lambda d: vm_outcomes.migration_failed(d, self.me, reason)
+                              if self.host.is_running(d.uuid) else None)
+            return
+        await self._migrate_by_shutdown(dom, started, f"live migration failed ({why}); shut down and restarted")
+
+    async def _migrate_live(self, dom: Domain, target: NodeInfo | None, started: float) -> str:
+        """Try a live migration; whatever happens, ask libvirt where the domain runs before writing.
+        Returns "" when the VM left this node, else why it did not."""
+        if not target or not target.migration_uri:
+            return f"node {dom.target_node} publishes no migration URI"
+        if target.migration_uri in self._no_live_migration:
+            return "this hypervisor cannot live-migrate"
+        uuid = dom.uuid
+        self.role.expect_stop.add(uuid)
+        why = ""
+        try:
+            await self.host.migrate_live(uuid, target.migration_uri, target.migration_address)
+        except LibvirtError as exc:
+            why = str(exc)
+            self.log.info("vm_live_migration_failed", vm=dom.name, target=target.name, error=why)
+            if exc.unsupported:
+                self._no_live_migration.add(target.migration_uri)
+                why = "this hypervisor cannot live-migrate"
+        if self.host.is_running(uuid):
+            self.role.expect_stop.discard(uuid)
+            return why or "still running here after the migration"
+        # Gone from here: a live migration that reported failure may still have completed.
+        there = await asyncio.to_thread(LibvirtHost.remote_is_running, target.migration_uri, uuid)
+        await self.role.leaving(uuid)
+        self._seen_running.discard(uuid)
+        now, seconds = time.time(), round(time.monotonic() - started, 3)
+        if there:
+            await self.update(uuid, lambda d: vm_outcomes.migrated_live(d, self.me, target.name, now, seconds))
+        else:
+            await self.update(uuid, lambda d: vm_outcomes.lost_in_migration(d, self.me, target.name))
+        return ""
+
+    async def _migrate_by_shutdown(self, dom: Domain, started: float, note: str) -> None:
+        """Clean shutdown here, then hand over: the target's daemon starts it. Never runs twice:
+        the record names the target only once libvirt here says the domain is off."""
+        wanted = lambda d: d is not None and d.state == "migrate" and d.target_node == dom.target_node  # noqa: E731
+        off, forced = await self._graceful_stop(dom, wanted)
+        if off:
+            note = "; ".join(n for n in (note, forced) if n)
+            await self._do_hand_over(dom, round(time.monotonic() - started, 3), note)
+
+    async def find_elsewhere(self, uuid: str) -> str:
+        """The peer whose libvirt runs the domain, asked directly ("" if none does)."""
+        for name in await store.node_names(self.zk):
+            info = await self.target_info(name) if name != self.me else None
+            if info and info.migration_uri:
+                try:
+                    if await asyncio.to_thread(LibvirtHost.remote_is_running, info.migration_uri, uuid):
+                        return name
+                except LibvirtError:
+                    continue
+        return ""
+
+    async def target_info(self, node: str) -> NodeInfo | None:
+        try:
+            data, _ = await self.zk.get(Paths.node(node))
+            return NodeInfo.decode(data)
+        except NoNode:
+            return None
