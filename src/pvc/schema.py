@@ -77,6 +77,18 @@ class Domain(Record):
     duplicate_on: list[str] = []
 
 
+class Event(Record):
+    """``/events/e-<seq>``: one entry of the cluster's event log (what operators must hear of:
+    two copies of a VM, a VM stopped outside pvc, a forced power-off, a migration that fell back)."""
+
+    time: float
+    kind: str
+    severity: str = "info"  # info | warning | error
+    node: str = ""
+    vm: str = ""
+    message: str = ""
+
+
 class NodeInfo(Record):
     """``/nodes/<name>``: facts written once at daemon start."""
 
@@ -240,6 +252,7 @@ class Paths:
     domains = "/domains"
     domain_names = "/domain_names"
     networks = "/networks"
+    events = "/events"
 
     @staticmethod
     def node(name: str) -> str:
@@ -309,6 +322,7 @@ LAYOUT: dict[str, bytes] = {
     Paths.domains: b"",
     Paths.domain_names: b"",
     Paths.networks: b"",
+    Paths.events: b"",
     Paths.election: b"",
     Paths.primary_election: b"",
     Paths.primary_handover: b"",

@@ -218,9 +218,13 @@ def test_a_second_copy_made_behind_pvcs_back_is_loud(cluster):
         assert "TWO COPIES" in cluster.pvc("vm", "info", name).stdout
         log = open(cluster.dev.node("hv2").pvcd_log).read()
         assert "vm_running_on_two_nodes" in log
+        loud = [e for e in cluster.pvc_json("event", "list", "-n", "50")
+                if e["kind"] == "vm_two_copies" and e["vm"] == name]
+        assert loud and loud[0]["severity"] == "error" and loud[0]["node"] == "hv2"
     finally:
         cluster.virsh("hv2", "destroy", name)
     wait_until(lambda: cluster.vm(name)["duplicate_on"] == [], timeout=20)
+    assert "vm_two_copies_resolved" in cluster.pvc("event", "list").stdout
     assert cluster.where_running(name) == ["hv1"]
     assert cluster.vm(name)["state"] == "start"  # the assigned copy is untouched
     cluster.pvc("vm", "stop", name, "--wait")
@@ -232,6 +236,8 @@ def test_a_vm_destroyed_with_virsh_is_recorded_and_never_restarted(cluster):
     cluster.virsh("hv3", "destroy", name)
     wait_until(lambda: cluster.vm(name)["state"] == "stop", timeout=20)
     assert "destroyed outside pvc" in cluster.vm(name)["failed_reason"]
+    said = [e for e in cluster.pvc_json("event", "list") if e["vm"] == name]
+    assert [e["kind"] for e in said] == ["vm_stopped_outside_pvc"] and "destroyed outside pvc" in said[0]["message"]
     # Any later look at it (a record change) must not start it again.
     cluster.pvc("vm", "migrate", name, "--target", "hv2", "--wait")
     assert cluster.where_running(name) == []

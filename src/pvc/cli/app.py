@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from pvc.cli import cluster, node, vm
+from pvc.cli import cluster, event, node, vm
 from pvc.cli import network, node_coordinator  # noqa: F401  (node_coordinator adds `pvc node primary/secondary`)
 from pvc.cli.common import DEFAULT_ZOOKEEPER, Settings, run
 
@@ -18,6 +18,7 @@ app.add_typer(node.app, name="node")
 app.add_typer(vm.app, name="vm")
 app.add_typer(network.app, name="network")
 app.add_typer(cluster.app, name="cluster")
+app.add_typer(event.app, name="event")
 
 
 @app.callback()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from pvc import store, vm_outcomes
+from pvc import events, store, vm_outcomes
 from pvc.errors import PvcError, Unavailable
 from pvc.libvirt_host import LibvirtError, LibvirtHost
 from pvc.reconcile import Step, decide
@@ -36,6 +36,10 @@ class VmReconciler:
         self._seen_running: set[str] = set()
         self._duplicate_logged: set[str] = set()
         self._no_live_migration: set[str] = set()  # target URIs this libvirt cannot migrate to at all
+
+    async def _event(self, kind: str, dom_or_name, message: str, severity: str = "warning") -> None:
+        name = dom_or_name if isinstance(dom_or_name, str) else dom_or_name.name
+        await events.try_record(self.zk, self.log, kind, message, severity=severity, node=self.me, vm=name)
 
     def forget_seen(self) -> None:
         self._seen_running.clear()
@@ -72,13 +76,18 @@ class VmReconciler:
             found = await self.find_elsewhere(uuid)
             if found:
                 note = reason or "moved outside pvc"
-                await self.update(uuid, lambda d: vm_outcomes.followed(d, self.me, found, note)
-                                  if not self.host.is_running(uuid) else None)
+                dom = await self.update(uuid, lambda d: vm_outcomes.followed(d, self.me, found, note)
+                                        if not self.host.is_running(uuid) else None)
+                if dom is not None:
+                    await self._event("vm_moved_outside_pvc", dom, f"{dom.name} left {self.me} outside pvc; "
+                                      f"it runs on {found} now and is followed there")
                 return
             state, reason = "stop", ("migrated outside pvc to a node pvc does not know" if reason
                                      else "stopped outside pvc (libvirt gave no reason)")
-        await self.update(uuid, lambda d: vm_outcomes.stopped_outside(d, self.me, state, reason)
-                          if not self.host.is_running(uuid) else None)
+        dom = await self.update(uuid, lambda d: vm_outcomes.stopped_outside(d, self.me, state, reason)
+                                if not self.host.is_running(uuid) else None)
+        if dom is not None:
+            await self._event("vm_stopped_outside_pvc", dom, f"{dom.name} stopped on {self.me}: {reason}")
 
     async def _do_record_lost(self, dom: Domain) -> None:
         """Gone since the last look and pvc did not stop it: wait for libvirt's event (it says
@@ -112,12 +121,15 @@ class VmReconciler:
         if dom.uuid not in self._duplicate_logged:
             self._duplicate_logged.add(dom.uuid)
             self.log.error("vm_running_on_two_nodes", vm=dom.name, assigned=dom.node, also_on=self.me)
+            await self._event("vm_two_copies", dom, f"{dom.name} runs on {self.me} and on {dom.node}, its node: "
+                              "two copies; stop the wrong one (pvc leaves both alone)", "error")
         await self.update(dom.uuid, lambda d: vm_outcomes.duplicate_seen(d, self.me)
                           if self.host.is_running(d.uuid) else None)
 
     async def _do_clear_duplicate(self, dom: Domain) -> None:
         self._duplicate_logged.discard(dom.uuid)
         self.log.warning("vm_duplicate_gone", vm=dom.name, node=self.me)
+        await self._event("vm_two_copies_resolved", dom, f"the copy of {dom.name} on {self.me} is gone", "info")
         await self.update(dom.uuid, lambda d: vm_outcomes.duplicate_gone(d, self.me)
                           if d.node == self.me or not self.host.is_running(d.uuid) else None)
 
@@ -181,7 +193,9 @@ class VmReconciler:
             if cfg.shutdown_timeout_policy == "stop":
                 self.log.warning("vm_shutdown_timeout_forcing_off", vm=dom.name, timeout=cfg.shutdown_timeout)
                 await asyncio.to_thread(self.host.destroy, uuid)
-                return True, f"the guest did not shut down within {cfg.shutdown_timeout:g} s: forced off (policy stop)"
+                note = f"the guest did not shut down within {cfg.shutdown_timeout:g} s: forced off (policy stop)"
+                await self._event("vm_forced_off", dom, f"{dom.name} on {self.me}: {note}")
+                return True, note
             role.expect_stop.discard(uuid)
             reason = f"shutdown timed out after {cfg.shutdown_timeout:g} s; left running (policy abort)"
             self.log.warning("vm_shutdown_timeout_left_running", vm=dom.name)
@@ -230,8 +244,11 @@ class VmReconciler:
             reason = f"live migration to {dom.target_node} failed: {why}; still running on {self.me} (method live)"
             await self.update(dom.uuid, lambda d: vm_outcomes.migration_failed(d, self.me, reason)
                               if self.host.is_running(d.uuid) else None)
+            await self._event("vm_migration_failed", dom, f"{dom.name}: {reason}")
             return
-        await self._migrate_by_shutdown(dom, started, f"live migration failed ({why}); shut down and restarted")
+        note = f"live migration failed ({why}); shut down and restarted"
+        await self._event("vm_migration_fallback", dom, f"{dom.name} to {dom.target_node}: {note}")
+        await self._migrate_by_shutdown(dom, started, note)
 
     async def _migrate_live(self, dom: Domain, target: NodeInfo | None, started: float) -> str:
         """Try a live migration; whatever happens, ask libvirt where the domain runs before writing.

@@ -28,7 +28,7 @@ from pvc.daemon.context import DaemonContext
 from pvc.daemon.duties.guard import TeardownGuard
 from pvc.errors import NotFound, PvcError
 from pvc.fencing import Action
-from pvc.schema import Domain, FenceState, IpmiInfo, Paths
+from pvc.schema import Domain, IpmiInfo, Paths
 from pvc.zk import BadVersion, NodeExists, NoNode
 
 CHECK_INTERVAL = 1.0
@@ -115,7 +115,13 @@ class FencingDuty:
                 self._spawn(name, self._update_record(name, lambda f: fencing.returned(f, time.time(), self.ctx.node)))
 
     def _spawn(self, name: str, coro) -> None:
-        self._jobs[name] = asyncio.create_task(coro, name=f"fence:{name}")
+        async def job() -> None:
+            try:
+                await coro
+            except Exception as exc:  # ZooKeeper trouble: the next check decides again
+                self.log.warning("fence_job_failed", node=name, error=str(exc) or type(exc).__name__)
+
+        self._jobs[name] = asyncio.create_task(job(), name=f"fence:{name}")
 
     # -- doing -------------------------------------------------------------------------------------
 

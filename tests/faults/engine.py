@@ -1,0 +1,727 @@
+"""The fault-injection engine: seeded random operations and faults against a real local cluster.
+
+A run brings up a DevCluster (4 nodes, a 3-server ZooKeeper ensemble, libvirt's test driver),
+defines VMs, then for ``seconds``:
+
+- several client threads run the real ``pvc`` CLI with seeded random operations (start, stop,
+  shutdown, restart, migrate with and without --force, unmigrate, move, node flush, node ready,
+  define, undefine; some with --wait). A refusal (non-zero exit, one ``error:`` line) is a normal
+  outcome, counted by its reason; a traceback, a multi-line error, or a command without --wait
+  that never returns is a violation;
+- one fault thread injects seeded random faults, one at a time, each undone within a bounded
+  time: pvcd kill -9 (then started again), pvcd frozen (SIGSTOP) past the ZooKeeper session
+  timeout (then thawed), one ZooKeeper server kill -9 (then started), the whole ensemble
+  restarted, a libvirtd kill -9 (then started), the CLI killed (SIGKILL) in the middle of a --wait;
+- a watcher asks every node's libvirt about once a second whether any VM runs on two nodes.
+
+Then the faults stop, every process is restored, and once the cluster settles (bounded) the
+quiescent invariants are checked: every VM listed once, ZooKeeper agreeing with libvirt for every
+VM, no flush lock entry held, no node stuck in flush/unflush, every daemon ``run``, no
+``duplicate_on``, no transient state or pending hand-over left.
+
+The seed fixes every random choice (which operation, which VM, which fault, how long); the timing
+of a real cluster does not replay exactly, so a seed reproduces the same sequence of requests and
+faults, not necessarily the same interleaving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid as uuidlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libvirt
+
+from pvc.devcluster.cluster import DevCluster
+from pvc.devcluster.proc import is_running, is_stopped, log_tail
+
+PREFIX = "fz"
+# The devcluster's pvcd config (DevCluster._write_config): zookeeper.session_timeout.
+SESSION_TIMEOUT = 3.0
+TRANSIENT_STATES = ("restart", "shutdown", "migrate")
+
+FAULT_KINDS = ("kill_pvcd", "freeze_pvcd", "kill_zookeeper", "restart_ensemble", "kill_libvirtd", "kill_cli_wait")
+FAULT_WEIGHTS = {"kill_pvcd": 3, "freeze_pvcd": 2, "kill_zookeeper": 2, "restart_ensemble": 1,
+                 "kill_libvirtd": 2, "kill_cli_wait": 2}
+OP_WEIGHTS = {"start": 5, "stop": 3, "shutdown": 2, "restart": 2, "migrate": 3, "migrate_force": 2,
+              "unmigrate": 2, "move": 3, "flush": 1, "ready": 2, "define": 1, "undefine": 1}
+
+WAIT_BOUND = 90.0      # a --wait still running after this is killed and counted ("timeout")
+PLAIN_BOUND = 45.0     # a command without --wait still running after this is a violation (a hang)
+CUT_GRACE = 15.0       # at the end of the run, commands still running get this long, then SIGKILL
+
+
+def vm_xml(name: str, memory_mib: int = 16) -> str:
+    return (f"<domain type='test'><name>{name}</name><uuid>{uuidlib.uuid4()}</uuid>"
+            f"<memory unit='MiB'>{memory_mib}</memory><vcpu>1</vcpu>"
+            f"<os><type arch='x86_64'>hvm</type></os><devices></devices></domain>")
+
+
+def pvc_executable() -> str:
+    beside = Path(sys.executable).parent / "pvc"
+    return str(beside) if beside.exists() else (shutil.which("pvc") or "pvc")
+
+
+@dataclass
+class Settings:
+    seed: int
+    seconds: float = 100.0       # how long operations and faults run
+    nodes: int = 4
+    zookeeper_servers: int = 3
+    vms: int = 24                # defined at the start; undefine never takes the cluster below MIN_VMS
+    min_vms: int = 20
+    clients: int = 3
+    settle_timeout: float = 90.0  # after the faults: how long the cluster may take to converge
+
+    @classmethod
+    def from_env(cls, default_seconds: float = 100.0) -> Settings:
+        """PVC_FAULTS_SEED (default: a fresh random seed), PVC_FAULTS_SECONDS (default 100),
+        PVC_FAULTS_CLIENTS, PVC_FAULTS_VMS, PVC_FAULTS_SETTLE."""
+        env = os.environ
+        seed = int(env["PVC_FAULTS_SEED"]) if env.get("PVC_FAULTS_SEED") else random.SystemRandom().randrange(10**9)
+        return cls(seed=seed, seconds=float(env.get("PVC_FAULTS_SECONDS") or default_seconds),
+                   clients=int(env.get("PVC_FAULTS_CLIENTS") or 3), vms=int(env.get("PVC_FAULTS_VMS") or 24),
+                   settle_timeout=float(env.get("PVC_FAULTS_SETTLE") or 90.0))
+
+
+@dataclass
+class CliResult:
+    rc: int | None
+    out: str
+    err: str
+    seconds: float
+    killed: str = ""  # "" | timeout | cut | fault
+
+
+@dataclass
+class Report:
+    settings: Settings
+    workdir: str
+    ops: Counter = field(default_factory=Counter)        # (op, outcome) -> count
+    reasons: Counter = field(default_factory=Counter)    # normalised refusal -> count
+    faults: Counter = field(default_factory=Counter)     # kind -> count
+    fault_notes: Counter = field(default_factory=Counter)
+    fault_errors: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    not_converged: list[str] = field(default_factory=list)
+    copy_checks: int = 0
+    phases: dict[str, float] = field(default_factory=dict)
+    daemon_log_errors: Counter = field(default_factory=Counter)
+
+    @property
+    def operations(self) -> int:
+        return sum(self.ops.values())
+
+    def text(self) -> str:
+        s = self.settings
+        lines = [f"fault-injection run: seed {s.seed}, {s.seconds:g} s of faults, {s.nodes} nodes, "
+                 f"{s.zookeeper_servers} ZooKeeper servers, {s.vms} VMs, {s.clients} clients",
+                 f"workdir: {self.workdir}",
+                 "phases: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.phases.items())]
+        by_op: dict[str, Counter] = {}
+        for (op, outcome), n in self.ops.items():
+            by_op.setdefault(op, Counter())[outcome] += n
+        lines.append(f"operations: {self.operations}")
+        for op in sorted(by_op):
+            c = by_op[op]
+            lines.append(f"  {op:14} {sum(c.values()):4}  " + ", ".join(f"{k} {v}" for k, v in c.most_common()))
+        lines.append(f"refusals by reason: {sum(self.reasons.values())}")
+        for reason, n in self.reasons.most_common():
+            lines.append(f"  {n:4}  {reason}")
+        lines.append(f"faults: {sum(self.faults.values())}  " + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())))
+        for note, n in sorted(self.fault_notes.items()):
+            lines.append(f"  {note}: {n}")
+        for err in self.fault_errors:
+            lines.append(f"  fault error: {err}")
+        lines.append(f"two-copies checks (libvirt on every node): {self.copy_checks}")
+        if self.daemon_log_errors:
+            lines.append("daemon log errors: " + ", ".join(f"{k} {v}" for k, v in self.daemon_log_errors.most_common()))
+        lines.append(f"violations: {len(self.violations)}")
+        lines.extend(f"  {v}" for v in self.violations)
+        return "\n".join(lines)
+
+
+def normalise(message: str) -> str:
+    """One refusal reason, with VM, node names and numbers taken out (for counting by kind)."""
+    text = message.strip()
+    text = re.sub(r"^error:\s*", "", text)
+    text = re.sub(rf"'?{PREFIX}[-\w]*'?", "VM", text)
+    text = re.sub(r"\bhv\d+\b", "NODE", text)
+    text = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}", "UUID", text)
+    text = re.sub(r"127\.0\.0\.1:\d+(,127\.0\.0\.1:\d+)*", "ADDR", text)
+    text = re.sub(r"/tmp/\S+", "PATH", text)
+    text = re.sub(r"\d+(\.\d+)?", "N", text)
+    return text[:110]
+
+
+class LibvirtView:
+    """libvirt's truth on every node, through libvirt-python (a connection per node, re-opened
+    after its libvirtd dies). ``running(node)`` is None while that libvirtd cannot be asked."""
+
+    def __init__(self, uris: dict[str, str]) -> None:
+        libvirt.registerErrorHandler(lambda *_: None, None)
+        self.uris = uris
+        self.conns: dict[str, libvirt.virConnect] = {}
+        self.lock = threading.Lock()
+
+    def running(self, node: str) -> set[str] | None:
+        with self.lock:
+            conn = self.conns.get(node)
+            try:
+                if conn is None:
+                    conn = self.conns[node] = libvirt.open(self.uris[node])
+                doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+                return {d.name() for d in doms if d.name().startswith(PREFIX)}
+            except libvirt.libvirtError:
+                self.conns.pop(node, None)
+                try:
+                    if conn is not None:
+                        conn.close()
+                except libvirt.libvirtError:
+                    pass
+                return None
+
+    def close(self) -> None:
+        with self.lock:
+            for conn in self.conns.values():
+                try:
+                    conn.close()
+                except libvirt.libvirtError:
+                    pass
+            self.conns.clear()
+
+
+class FaultRun:
+    def __init__(self, workdir: str | Path, settings: Settings, log=print) -> None:
+        self.workdir = Path(workdir)
+        self.settings = settings
+        self.say = log
+        self.report = Report(settings=settings, workdir=str(self.workdir))
+        self.dev = DevCluster(self.workdir / "cluster")
+        self.lock = threading.Lock()
+        self.t0 = time.monotonic()
+        self.timeline: list[str] = []
+        # What the clients know for sure about which VMs exist.
+        self.present: set[str] = set()
+        self.uncertain: set[str] = set()
+        self.gone: set[str] = set()
+        self.defined_by_clients = 0
+        self.stop_ops = threading.Event()
+        self.stop_faults = threading.Event()
+        self.stop_watch = threading.Event()
+        self.cut = threading.Event()
+        self.cut_at = 0.0
+        self.doubled: dict[str, float] = {}  # VM -> since when it runs twice (watcher)
+        self.pvc = pvc_executable()
+        self.view: LibvirtView | None = None
+        self.nodes: list[str] = []
+        self.env: dict[str, str] = {}
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def note(self, who: str, what: str) -> None:
+        with self.lock:
+            self.timeline.append(f"{self.now():8.2f} {who:8} {what}")
+
+    def violation(self, what: str) -> None:
+        text = f"[{self.now():.1f} s] {what}"
+        with self.lock:
+            self.report.violations.append(text)
+            self.timeline.append(f"{self.now():8.2f} VIOLATION {what}")
+        self.say(f"VIOLATION {text}")
+
+    # -- the CLI -------------------------------------------------------------------------------
+
+    def cli(self, args: list[str], bound: float) -> CliResult:
+        start = time.monotonic()
+        proc = subprocess.Popen([self.pvc, *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        killed = ""
+        while True:
+            try:
+                out, err = proc.communicate(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - start
+                if elapsed > bound:
+                    killed = "timeout"
+                elif self.cut.is_set() and time.monotonic() - self.cut_at > CUT_GRACE:
+                    killed = "cut"
+                if killed:
+                    proc.kill()
+                    out, err = proc.communicate()
+                    break
+        return CliResult(proc.returncode, out or "", err or "", time.monotonic() - start, killed)
+
+    def cli_json(self, *args: str):
+        res = self.cli([*args, "-o", "json"], PLAIN_BOUND)
+        if res.rc != 0:
+            raise RuntimeError(f"pvc {' '.join(args)} -o json: exit {res.rc}: {res.err.strip()[:300]}")
+        return json.loads(res.out)
+
+    def judge(self, who: str, op: str, args: list[str], res: CliResult, wait: bool) -> str:
+        """The outcome's kind; records violations (a traceback, a multi-line error, a hang)."""
+        command = "pvc " + " ".join(args)
+        noise = [m for m in ("Traceback (most recent call last)", "Exception ignored", "Task was destroyed",
+                             "Task exception was never retrieved", "RuntimeWarning") if m in res.err or m in res.out]
+        if noise and not res.killed:
+            self.violation(f"{who}: `{command}` (exit {res.rc}) printed {noise[0]!r}:\n"
+                           + "\n".join("      " + line for line in (res.err.strip().splitlines())[-25:]))
+        if res.killed == "timeout":
+            if not wait:
+                self.violation(f"{who}: `{command}` did not return within {PLAIN_BOUND:g} s (killed)")
+            return "timeout"
+        if res.killed == "cut":
+            return "cut at the end"
+        if res.rc == 0:
+            return "ok"
+        errors = [line for line in res.err.splitlines() if line.startswith("error:")]
+        if len(errors) != 1 and not noise:
+            self.violation(f"{who}: `{command}` exit {res.rc} without exactly one `error:` line:\n"
+                           + "\n".join("      " + line for line in (res.err.strip() or res.out.strip()).splitlines()[-25:]))
+            return "malformed error"
+        reason = normalise(errors[0]) if errors else "traceback"
+        with self.lock:
+            self.report.reasons[f"{op}: {reason}"] += 1
+        return "unavailable" if res.rc == 3 else "refused"
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        s = self.settings
+        self.dev.up(nodes=s.nodes, zookeeper_servers=s.zookeeper_servers, timeout=120)
+        self.nodes = [n.name for n in self.dev.state.nodes]
+        self.env = {**os.environ, "PVC_ZOOKEEPER": self.dev.state.zookeeper}
+        self.view = LibvirtView({n.name: n.libvirt_uri for n in self.dev.state.nodes})
+        names = [f"{PREFIX}-{i:03d}" for i in range(s.vms)]
+        rng = random.Random(f"{s.seed}-setup")
+        started = [n for n in names if rng.random() < 0.7]
+        asyncio.run(self._define(names, set(started)))
+        self.present = set(names)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            running = set().union(*(self.view.running(n) or set() for n in self.nodes))
+            if set(started) <= running:
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"setup: VMs not running after 120 s: {sorted(set(started) - running)}")
+
+    async def _define(self, names: list[str], started: set[str]) -> None:
+        import msgspec
+
+        from pvc import store
+        from pvc.domain_xml import parse_domain_xml
+        from pvc.zk import ZK
+
+        zk = ZK(self.dev.state.zookeeper, request_timeout=30)
+        await zk.start()
+        try:
+            for i, name in enumerate(names):
+                text = vm_xml(name)
+                dom = await store.define_domain(zk, parse_domain_xml(text), text, target=self.nodes[i % len(self.nodes)],
+                                                selector="", node_limit=[], autostart=False, migration_method="")
+                if name in started:
+                    await store.update_domain(zk, dom.uuid, lambda d: msgspec.structs.replace(d, state="start"))
+        finally:
+            await zk.close()
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def candidates(self) -> list[str]:
+        with self.lock:
+            return sorted(self.present | self.uncertain)
+
+    def build(self, rng: random.Random, client: int, op: str, wait_share: float = 0.3) -> tuple[list[str], bool]:
+        wait = rng.random() < wait_share
+        w = ["--wait"] if wait else []
+        if op in ("flush", "ready"):
+            return ["node", op, rng.choice(self.nodes), *w], wait
+        if op == "define":
+            with self.lock:
+                self.defined_by_clients += 1
+                name = f"{PREFIX}-c{client}-{self.defined_by_clients:03d}"
+            path = self.workdir / "xml" / f"{name}.xml"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(vm_xml(name))
+            extra = (["--target", rng.choice(self.nodes)] if rng.random() < 0.5 else []) + \
+                (["--start"] if rng.random() < 0.5 else [])
+            return ["vm", "define", str(path), *extra], False
+        vm = rng.choice(self.candidates())
+        if op == "undefine":
+            return ["vm", "undefine", vm], False
+        if op in ("start", "stop", "shutdown", "restart"):
+            return ["vm", op, vm, *w], wait
+        if op == "unmigrate":
+            return ["vm", "unmigrate", vm, *w], wait
+        target = ["--target", rng.choice(self.nodes)] if rng.random() < 0.6 else []
+        if op == "migrate_force":
+            return ["vm", "migrate", vm, *target, "--force", *w], wait
+        return ["vm", op, vm, *target, *w], wait  # migrate, move
+
+    def client(self, index: int) -> None:
+        rng = random.Random(f"{self.settings.seed}-client-{index}")
+        kinds, weights = zip(*OP_WEIGHTS.items())
+        who = f"client{index}"
+        while not self.stop_ops.is_set():
+            op = rng.choices(kinds, weights)[0]
+            if op == "undefine" and len(self.present) <= self.settings.min_vms:
+                op = "define"
+            args, wait = self.build(rng, index, op)
+            self.note(who, "pvc " + " ".join(args))
+            res = self.cli(args, WAIT_BOUND if wait else PLAIN_BOUND)
+            outcome = self.judge(who, op, args, res, wait)
+            self.note(who, f"  -> {outcome} (exit {res.rc}, {res.seconds:.1f} s) "
+                           f"{(res.err.strip().splitlines() or [''])[-1][:160]}")
+            self.track(op, args, res, outcome)
+            with self.lock:
+                self.report.ops[(op + (" --wait" if wait else ""), outcome)] += 1
+            self.stop_ops.wait(rng.uniform(0.1, 0.8))
+
+    def track(self, op: str, args: list[str], res: CliResult, outcome: str) -> None:
+        if op not in ("define", "undefine"):
+            return
+        name = Path(args[2]).stem if op == "define" else args[2]
+        with self.lock:
+            if outcome == "ok":
+                if op == "define":
+                    self.present.add(name)
+                    self.uncertain.discard(name)
+                else:
+                    self.present.discard(name)
+                    self.uncertain.discard(name)
+                    self.gone.add(name)
+            elif outcome != "refused":  # unavailable, killed: it may or may not have been written
+                if name not in self.gone:
+                    self.present.discard(name)
+                    self.uncertain.add(name)
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def injector(self) -> None:
+        rng = random.Random(f"{self.settings.seed}-faults")
+        first = list(FAULT_KINDS)
+        rng.shuffle(first)  # every kind once first, so a short run sees them all
+        kinds, weights = zip(*FAULT_WEIGHTS.items())
+        self.stop_faults.wait(rng.uniform(2, 5))
+        while not self.stop_faults.is_set() or first:
+            kind = first.pop(0) if first else rng.choices(kinds, weights)[0]
+            self.check_crashes()
+            self.note("faults", f"{kind} ...")
+            try:
+                getattr(self, f"fault_{kind}")(rng)
+                with self.lock:
+                    self.report.faults[kind] += 1
+            except Exception as exc:  # noqa: BLE001 - recorded, repaired at the end
+                msg = f"{kind}: {type(exc).__name__}: {str(exc)[:300]}"
+                self.note("faults", f"ERROR {msg}")
+                self.report.fault_errors.append(msg)
+            self.note("faults", f"{kind} undone")
+            if self.stop_faults.is_set() and not first:
+                break
+            self.stop_faults.wait(rng.uniform(1.5, 5))
+            if self.now() > self.hard_end:
+                break
+
+    def hold(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def check_crashes(self) -> None:
+        """A daemon that exited without being killed by us crashed: a violation (then restarted)."""
+        for n in self.dev.state.nodes:
+            if n.pvcd_pid is not None and not is_running(n.pvcd_pid):
+                self.violation(f"pvcd on {n.name} exited by itself; tail of its log:\n"
+                               + log_tail(Path(n.pvcd_log), 15))
+                n.pvcd_pid = None
+                self.dev.start_node(n.name, wait=False)
+
+    def fault_kill_pvcd(self, rng: random.Random) -> None:
+        node = rng.choice(self.nodes)
+        down = rng.uniform(1, 6)
+        self.note("faults", f"kill -9 pvcd on {node}, start again after {down:.1f} s")
+        self.dev.kill_node(node)
+        try:
+            self.hold(down)
+        finally:
+            self.dev.start_node(node, wait=True, timeout=60)
+
+    def fault_freeze_pvcd(self, rng: random.Random) -> None:
+        node = rng.choice(self.nodes)
+        frozen = rng.uniform(SESSION_TIMEOUT + 0.5, SESSION_TIMEOUT + 3)
+        self.note("faults", f"freeze pvcd on {node} for {frozen:.1f} s")
+        self.dev.freeze_node(node)
+        try:
+            self.hold(frozen)
+        finally:
+            self.dev.thaw_node(node)
+
+    def fault_kill_zookeeper(self, rng: random.Random) -> None:
+        index = rng.choice(self.dev.zookeeper_indexes)
+        down = rng.uniform(2, 8)
+        self.note("faults", f"kill -9 ZooKeeper server {index}, start again after {down:.1f} s")
+        self.dev.kill_zookeeper(index)
+        try:
+            self.hold(down)
+        finally:
+            self.dev.start_zookeeper(index, timeout=60)
+
+    def fault_restart_ensemble(self, rng: random.Random) -> None:
+        down = rng.uniform(0.5, 4)
+        how = rng.choice(["SIGTERM", "SIGKILL"])
+        self.note("faults", f"whole ensemble down ({how}) for {down:.1f} s")
+        try:
+            if how == "SIGKILL":
+                for index in self.dev.zookeeper_indexes:
+                    self.dev.kill_zookeeper(index)
+            else:
+                self.dev.stop_zookeeper()
+            self.hold(down)
+        finally:
+            for z in self.dev.state.zookeeper_servers:
+                if not is_running(z.pid):
+                    self.dev.start_zookeeper(z.index, timeout=60)
+
+    def fault_kill_libvirtd(self, rng: random.Random) -> None:
+        node = rng.choice(self.nodes)
+        down = rng.uniform(1, 5)
+        self.note("faults", f"kill -9 libvirtd on {node}, start again after {down:.1f} s")
+        self.dev.kill_libvirtd(node)
+        try:
+            self.hold(down)
+        finally:
+            self.dev.start_libvirtd(node)
+
+    def fault_kill_cli_wait(self, rng: random.Random) -> None:
+        op = rng.choice(["start", "stop", "shutdown", "restart", "migrate", "migrate_force", "move", "unmigrate",
+                         "flush", "ready"])
+        args, _ = self.build(rng, 0, op, wait_share=1.0)
+        after = rng.uniform(0.3, 3)
+        self.note("faults", f"pvc {' '.join(args)}, SIGKILL after {after:.1f} s")
+        proc = subprocess.Popen([self.pvc, *args], env=self.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            proc.wait(timeout=after)
+            with self.lock:
+                self.report.fault_notes["kill_cli_wait: finished before the kill"] += 1
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            with self.lock:
+                self.report.fault_notes["kill_cli_wait: killed in the middle"] += 1
+        proc.communicate()
+
+    # -- the continuous invariant ----------------------------------------------------------------
+
+    def watcher(self) -> None:
+        while not self.stop_watch.wait(1.0):
+            views = {n: self.view.running(n) for n in self.nodes}
+            where: dict[str, list[str]] = {}
+            for node, names in views.items():
+                for name in names or ():
+                    where.setdefault(name, []).append(node)
+            now_doubled = set()
+            for name, nodes in where.items():
+                if len(nodes) < 2:
+                    continue
+                # The nodes were read one after another: a VM moving between two reads would look
+                # doubled. Ask again in the other order; a real second copy is still there.
+                again = {n: self.view.running(n) for n in reversed(nodes)}
+                both = [n for n in nodes if again[n] is not None and name in again[n]]
+                if len(both) > 1:
+                    now_doubled.add(name)
+                    if name not in self.doubled:
+                        self.doubled[name] = self.now()
+                        self.violation(f"two copies: {name} runs on {', '.join(both)} (libvirt)")
+            for name in list(self.doubled):
+                if name not in now_doubled:
+                    self.note("watcher", f"{name}: second copy gone after {self.now() - self.doubled.pop(name):.1f} s")
+            self.report.copy_checks += 1
+
+    # -- quiescence ----------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Every process back: all ZooKeeper servers, libvirtds and daemons running, none frozen."""
+        self.check_crashes()
+        for z in self.dev.state.zookeeper_servers:
+            if not is_running(z.pid):
+                self.note("restore", f"start ZooKeeper server {z.index}")
+                self.dev.start_zookeeper(z.index, timeout=60)
+        for n in self.dev.state.nodes:
+            if not self.dev.libvirtd(n).pid:
+                self.note("restore", f"start libvirtd on {n.name}")
+                self.dev.start_libvirtd(n.name)
+        for n in self.dev.state.nodes:
+            if n.pvcd_pid and is_stopped(n.pvcd_pid):
+                self.note("restore", f"thaw pvcd on {n.name}")
+                os.kill(n.pvcd_pid, signal.SIGCONT)
+            if not is_running(n.pvcd_pid):
+                self.note("restore", f"start pvcd on {n.name}")
+                n.pvcd_pid = None
+                self.dev.start_node(n.name, wait=False)
+        self.dev.wait_running(self.nodes, timeout=120)
+
+    def flush_lock_entries(self) -> list[str]:
+        from pvc.schema import Paths
+        from pvc.zk import ZK
+
+        async def read() -> list[str]:
+            zk = ZK(self.dev.state.zookeeper, request_timeout=5)
+            await zk.start()
+            try:
+                return await zk.children(Paths.flush_lock)
+            finally:
+                await zk.close()
+
+        return asyncio.run(read())
+
+    def quiescent_problems(self) -> list[str]:
+        """Every quiescent invariant that does not hold now (empty: all hold)."""
+        problems: list[str] = []
+        try:
+            vms = self.cli_json("vm", "list")
+            nodes = self.cli_json("node", "list")
+            locks = self.flush_lock_entries()
+        except Exception as exc:  # noqa: BLE001
+            return [f"cannot read the cluster state: {exc}"]
+        running = {n: self.view.running(n) for n in self.nodes}
+        for n, names in running.items():
+            if names is None:
+                problems.append(f"libvirtd on {n} does not answer")
+        where: dict[str, list[str]] = {}
+        for n, names in running.items():
+            for name in names or ():
+                where.setdefault(name, []).append(n)
+        listed = Counter(v["name"] for v in vms)
+        for name, count in listed.items():
+            if count > 1:
+                problems.append(f"{name} is listed {count} times by `pvc vm list`")
+        uuids = Counter(v["uuid"] for v in vms)
+        for u, count in uuids.items():
+            if count > 1:
+                problems.append(f"UUID {u} is listed {count} times")
+        with self.lock:
+            present, gone = set(self.present), set(self.gone)
+        for name in sorted(present - set(listed)):
+            problems.append(f"{name} vanished from the cluster state (defined, never undefined)")
+        for name in sorted(gone & set(listed)):
+            problems.append(f"{name} is still listed after a successful undefine")
+        for name in sorted(set(where) - set(listed)):
+            problems.append(f"{name} runs on {where[name]} (libvirt) but pvc does not know it")
+        for v in vms:
+            name, runs = v["name"], sorted(where.get(v["name"], []))
+            desc = (f"state={v['state']} node={v['node']} libvirt_state={v['libvirt_state']} "
+                    f"target_node={v['target_node'] or '-'} libvirt runs it on {runs or 'no node'}")
+            if v["duplicate_on"]:
+                problems.append(f"{name}: duplicate_on={v['duplicate_on']} ({desc})")
+            if v["state"] in TRANSIENT_STATES:
+                problems.append(f"{name}: still {v['state']} ({desc})")
+            elif v["target_node"]:
+                problems.append(f"{name}: pending hand-over to {v['target_node']} not carried out ({desc})")
+            if v["libvirt_state"] == "running":
+                if runs != [v["node"]]:
+                    problems.append(f"{name}: ZooKeeper says running on {v['node']}, libvirt disagrees ({desc})")
+            elif runs:
+                problems.append(f"{name}: ZooKeeper says {v['libvirt_state']}, libvirt disagrees ({desc})")
+            if v["state"] == "start" and v["libvirt_state"] != "running":
+                problems.append(f"{name}: wanted running but not running ({desc})")
+            if v["state"] in ("stop", "disable", "fail") and v["libvirt_state"] == "running":
+                problems.append(f"{name}: {v['state']} but recorded running ({desc})")
+        for n in nodes:
+            if n["daemon_state"] != "run":
+                problems.append(f"node {n['name']}: daemon_state {n['daemon_state']}")
+            if n["domain_state"] in ("flush", "unflush"):
+                problems.append(f"node {n['name']}: stuck in domain_state {n['domain_state']}")
+        if locks:
+            problems.append(f"flush lock entries still held: {sorted(locks)}")
+        return problems
+
+    def settle(self) -> None:
+        deadline = time.monotonic() + self.settings.settle_timeout
+        problems: list[str] = []
+        while True:
+            problems = self.quiescent_problems()
+            if not problems:
+                self.note("settle", "all quiescent invariants hold")
+                return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        self.report.not_converged = problems
+        for p in problems:
+            self.violation(f"after {self.settings.settle_timeout:g} s of quiescence: {p}")
+
+    def scan_daemon_logs(self) -> None:
+        for n in self.dev.state.nodes:
+            try:
+                text = Path(n.pvcd_log).read_text(errors="replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if "Traceback (most recent call last)" in line:
+                    self.report.daemon_log_errors[f"{n.name}: traceback"] += 1
+                m = re.search(r"\[error\s*\]\s+(\w+)", line) or re.search(r'"level": "error".*?"event": "(\w+)"', line)
+                if m:
+                    self.report.daemon_log_errors[f"{m.group(1)}"] += 1
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self) -> Report:
+        s = self.settings
+        self.say(f"fault-injection run: seed {s.seed}, {s.seconds:g} s (PVC_FAULTS_SEED={s.seed} reproduces its choices)")
+        phase = time.monotonic()
+        try:
+            self.setup()
+            self.report.phases["setup"] = time.monotonic() - phase
+            phase = time.monotonic()
+            self.t0 = time.monotonic()
+            # Faults run at least until every kind was injected once, but never past twice the duration.
+            self.hard_end = max(2 * s.seconds, s.seconds + 120)
+            threads = [threading.Thread(target=self.client, args=(i,), daemon=True) for i in range(1, s.clients + 1)]
+            injector = threading.Thread(target=self.injector, daemon=True)
+            watcher = threading.Thread(target=self.watcher, daemon=True)
+            for t in [watcher, injector, *threads]:
+                t.start()
+            self.stop_faults.wait(s.seconds)  # never set by anyone else: a bounded sleep
+            self.stop_faults.set()
+            injector.join(timeout=300)
+            self.stop_ops.set()
+            self.cut.set()
+            self.cut_at = time.monotonic()
+            for t in threads:
+                t.join(timeout=CUT_GRACE + WAIT_BOUND + 10)
+            self.report.phases["faults"] = time.monotonic() - phase
+            phase = time.monotonic()
+            self.note("restore", "faults stopped; restoring every process")
+            self.restore()
+            self.settle()
+            self.report.phases["settle"] = time.monotonic() - phase
+            self.stop_watch.set()
+            watcher.join(timeout=30)
+            self.scan_daemon_logs()
+        finally:
+            self.stop_ops.set()
+            self.stop_faults.set()
+            self.stop_watch.set()
+            self.cut.set()
+            try:
+                (self.workdir / "timeline.log").write_text("\n".join(self.timeline) + "\n")
+            except OSError:
+                pass
+            if self.view:
+                self.view.close()
+            self.dev.down()
+        return self.report
