@@ -158,6 +158,25 @@ class FencingConfig(_Section):
     ipmi: IpmiConfig = msgspec.field(default_factory=IpmiConfig)
 
 
+class CephConfig(_Section):
+    # The cluster's ceph.conf ("" = this node uses no Ceph storage: no RBD disks run here).
+    conf: str = ""
+    # The Ceph client pvcd and QEMU act as, and its keyring ("" = the one ceph.conf names).
+    client: str = "client.admin"
+    keyring: str = ""
+    # UUID of the libvirt secret (usage type ceph) that holds this client's key; the same on
+    # every node, so a VM's RBD disk opens wherever it runs.
+    secret_uuid: str = ""
+    # Seconds between checks that this node reaches Ceph (the keepalive carries the result),
+    # and the longest one check may take.
+    check_interval: float = 10.0
+    check_timeout: float = 5.0
+
+
+class StorageConfig(_Section):
+    ceph: CephConfig = msgspec.field(default_factory=CephConfig)
+
+
 class DaemonConfig(_Section):
     node: NodeConfig = msgspec.field(default_factory=NodeConfig)
     zookeeper: ZookeeperConfig = msgspec.field(default_factory=ZookeeperConfig)
@@ -168,6 +187,7 @@ class DaemonConfig(_Section):
     coordinator: CoordinatorConfig = msgspec.field(default_factory=CoordinatorConfig)
     networking: NetworkingConfig = msgspec.field(default_factory=NetworkingConfig)
     fencing: FencingConfig = msgspec.field(default_factory=FencingConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     # Seconds between keepalives (resource stats) written to ZooKeeper.
     keepalive_interval: float = 5.0
 
@@ -195,6 +215,8 @@ def _check_ranges(cfg: DaemonConfig, source: str) -> None:
         "fencing.retry_interval": cfg.fencing.retry_interval,
         "fencing.retry_max_interval": cfg.fencing.retry_max_interval,
         "fencing.ipmi_timeout": cfg.fencing.ipmi_timeout,
+        "storage.ceph.check_interval": cfg.storage.ceph.check_interval,
+        "storage.ceph.check_timeout": cfg.storage.ceph.check_timeout,
     }
     for key, value in positive.items():
         if not math.isfinite(value) or value <= 0:
@@ -221,7 +243,22 @@ def parse_config(text: str | bytes, source: str = "<config>") -> DaemonConfig:
     except InvalidInput as exc:
         raise InvalidInput(f"config {source}: zookeeper.hosts: {exc}") from None
     cfg.networking.check(source)
+    _check_ceph(cfg.storage.ceph, source)
     return cfg
+
+
+def _check_ceph(ceph: CephConfig, source: str) -> None:
+    if not ceph.conf:
+        return
+    import uuid
+
+    if not ceph.client.startswith("client.") or len(ceph.client) <= len("client."):
+        raise InvalidInput(f"config {source}: storage.ceph.client must be client.NAME, got {ceph.client!r}")
+    if ceph.secret_uuid:
+        try:
+            uuid.UUID(ceph.secret_uuid)
+        except ValueError:
+            raise InvalidInput(f"config {source}: storage.ceph.secret_uuid is not a UUID: {ceph.secret_uuid!r}") from None
 
 
 def load_config(path: str | None = None) -> DaemonConfig:

@@ -109,6 +109,20 @@ async def _read_loop(self: aiozk.connection.Connection) -> None:
 
 aiozk.connection.Connection.read_loop = _read_loop
 
+# A healthy server answers aiozk's "srvr" handshake in milliseconds; a loaded one in well under a second.
+_HANDSHAKE_TIMEOUT = 1.0
+_aiozk_connect = aiozk.connection.Connection.connect
+
+
+async def _connect(self: aiozk.connection.Connection) -> None:
+    # A server that accepts connections but never answers (frozen, half dead: the kernel still
+    # accepts) would hold aiozk's handshake, which has no bound, and every reconnection with it.
+    # Give up on it and try the next server.
+    await asyncio.wait_for(_aiozk_connect(self), _HANDSHAKE_TIMEOUT)
+
+
+aiozk.connection.Connection.connect = _connect
+
 
 class _ConnectFailed(Exception):
     """A server closed the connection or did not answer while we asked to (re)join our session."""
@@ -134,6 +148,7 @@ async def _establish_session(self: aiozk.session.Session) -> None:
 
 
 async def _repair_loop(self: aiozk.session.Session) -> None:
+    refused_since = None  # serving servers keep refusing to re-join the session since then
     while not self.closing:
         await self.state.wait_for(States.SUSPENDED, States.LOST)
         if self.closing:
@@ -144,11 +159,15 @@ async def _repair_loop(self: aiozk.session.Session) -> None:
         except (exc.SessionLost, _ConnectFailed, asyncio.TimeoutError) as error:
             self.conn.abort(exc.SessionLost)
             await self.conn.close(self.timeout)
-            if isinstance(error, exc.SessionLost):
-                self.session_id, self.password = None, b"\x00"
+            now = asyncio.get_running_loop().time()
+            refused_since = refused_since or now
+            # Refused for longer than the session timeout by servers that serve: it is gone.
+            if isinstance(error, exc.SessionLost) or now - refused_since > (self.timeout or 0):
+                self.session_id, self.password, refused_since = None, b"\x00", None
             else:
                 await asyncio.sleep(0.1)  # the servers may be electing a leader: try again soon
             continue
+        refused_since = None
         self.state.transition_to(States.READ_ONLY if self.conn.start_read_only else States.CONNECTED)
         self.conn.start_read_loop()
         await self.set_existing_watches()
@@ -389,8 +408,39 @@ class ZK:
     ) -> str:
         if len(data) >= _SIZE_CHECK_FROM:
             self._check_size(protocol.CreateRequest(path=path, data=data, acl=self._client.default_acl, flags=0), path)
-        return await self._bounded(
-            lambda: self._client.create(path, data, ephemeral=ephemeral, sequential=sequential))
+        if sequential:
+            return await self._create_sequential(path, data, ephemeral)
+        return await self._bounded(lambda: self._client.create(path, data, ephemeral=ephemeral))
+
+    async def _create_sequential(self, path: str, data: bytes, ephemeral: bool) -> str:
+        """A sequential create whose connection dropped may have been applied all the same: sent
+        again blindly it would leave a second node (for a lock, a ghost entry ahead of its own owner
+        for as long as the session lives). So after a drop, look for it before sending it again."""
+        parent, prefix = path.rsplit("/", 1)
+        parent = parent or "/"
+        before = set(await self.children(parent))
+        dropped = False
+
+        async def attempt() -> str:
+            nonlocal dropped
+            if dropped:
+                session = self._client.session.session_id
+                for child in sorted(set(await self._client.get_children(parent)) - before):
+                    if not child.startswith(prefix):
+                        continue
+                    try:
+                        found, stat = await self._client.get(f"{parent.rstrip('/')}/{child}")
+                    except NoNode:
+                        continue
+                    if (found or b"") == data and (not ephemeral or stat.ephemeral_owner == session):
+                        return f"{parent.rstrip('/')}/{child}"
+            try:
+                return await self._client.create(path, data, ephemeral=ephemeral, sequential=True)
+            except _DROPPED:
+                dropped = True
+                raise
+
+        return await self._bounded(attempt)
 
     async def create_owned(self, path: str, data: bytes = b"") -> None:
         """Create an ephemeral node that is re-created whenever the session is renewed."""

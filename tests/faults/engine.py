@@ -52,15 +52,24 @@ PREFIX = "fz"
 SESSION_TIMEOUT = 3.0
 TRANSIENT_STATES = ("restart", "shutdown", "migrate")
 
-FAULT_KINDS = ("kill_pvcd", "freeze_pvcd", "kill_zookeeper", "restart_ensemble", "kill_libvirtd", "kill_cli_wait")
-FAULT_WEIGHTS = {"kill_pvcd": 3, "freeze_pvcd": 2, "kill_zookeeper": 2, "restart_ensemble": 1,
+FAULT_KINDS = ("kill_pvcd", "freeze_pvcd", "stop_pvcd", "kill_zookeeper", "restart_ensemble", "kill_libvirtd",
+               "kill_cli_wait")
+FAULT_WEIGHTS = {"kill_pvcd": 3, "freeze_pvcd": 3, "stop_pvcd": 1, "kill_zookeeper": 2, "restart_ensemble": 1,
                  "kill_libvirtd": 2, "kill_cli_wait": 2}
 OP_WEIGHTS = {"start": 5, "stop": 3, "shutdown": 2, "restart": 2, "migrate": 3, "migrate_force": 2,
-              "unmigrate": 2, "move": 3, "flush": 1, "ready": 2, "define": 1, "undefine": 1}
+              "unmigrate": 2, "move": 3, "flush": 1, "ready": 2, "define": 1, "undefine": 1,
+              # Issue 9's reproduction, as one client's quick sequence on one VM (often one on the
+              # node a fault hits): stop (or shutdown), move/migrate it away, start it.
+              "stop+move+start": 2}
+
+FAULT_CATEGORY = {"kill_pvcd": "pvcd", "freeze_pvcd": "pvcd", "stop_pvcd": "pvcd", "kill_zookeeper": "zookeeper",
+                  "restart_ensemble": "zookeeper", "kill_libvirtd": "libvirtd", "kill_cli_wait": "cli"}
+OVERLAP = 0.3  # after the first round: the share of faults that come with a second one at the same time
 
 WAIT_BOUND = 90.0      # a --wait still running after this is killed and counted ("timeout")
 PLAIN_BOUND = 45.0     # a command without --wait still running after this is a violation (a hang)
-CUT_GRACE = 15.0       # at the end of the run, commands still running get this long, then SIGKILL
+CUT_GRACE = 15.0
+POLL_INTERVAL = 0.5    # the two-copies watcher polls every node's libvirt this often       # at the end of the run, commands still running get this long, then SIGKILL
 
 
 def vm_xml(name: str, memory_mib: int = 16) -> str:
@@ -116,7 +125,8 @@ class Report:
     fault_errors: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     not_converged: list[str] = field(default_factory=list)
-    copy_checks: int = 0
+    copy_checks: int = 0    # polls of every node's libvirt
+    start_checks: int = 0   # other nodes asked at a VM's start (libvirt event)
     phases: dict[str, float] = field(default_factory=dict)
     daemon_log_errors: Counter = field(default_factory=Counter)
 
@@ -128,7 +138,7 @@ class Report:
         s = self.settings
         lines = [f"fault-injection run: seed {s.seed}, {s.seconds:g} s of faults, {s.nodes} nodes, "
                  f"{s.zookeeper_servers} ZooKeeper servers, {s.vms} VMs, {s.clients} clients",
-                 f"workdir: {self.workdir}",
+                 f"workdir: {self.workdir} (timeline.log: every request and fault; cluster/hvN/pvcd.log)",
                  "phases: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.phases.items())]
         by_op: dict[str, Counter] = {}
         for (op, outcome), n in self.ops.items():
@@ -145,9 +155,11 @@ class Report:
             lines.append(f"  {note}: {n}")
         for err in self.fault_errors:
             lines.append(f"  fault error: {err}")
-        lines.append(f"two-copies checks (libvirt on every node): {self.copy_checks}")
+        lines.append(f"two-copies checks: {self.copy_checks} polls of every node's libvirt, "
+                     f"{self.start_checks} at a VM's start (libvirt event)")
         if self.daemon_log_errors:
-            lines.append("daemon log errors: " + ", ".join(f"{k} {v}" for k, v in self.daemon_log_errors.most_common()))
+            lines.append("daemon log warnings and errors (by event): "
+                         + ", ".join(f"{k} {v}" for k, v in self.daemon_log_errors.most_common()))
         lines.append(f"violations: {len(self.violations)}")
         lines.extend(f"  {v}" for v in self.violations)
         return "\n".join(lines)
@@ -157,8 +169,8 @@ def normalise(message: str) -> str:
     """One refusal reason, with VM, node names and numbers taken out (for counting by kind)."""
     text = message.strip()
     text = re.sub(r"^error:\s*", "", text)
-    text = re.sub(rf"'?{PREFIX}[-\w]*'?", "VM", text)
-    text = re.sub(r"\bhv\d+\b", "NODE", text)
+    text = re.sub(rf"'?{PREFIX}[-\w]*'?", "<vm>", text)
+    text = re.sub(r"\bhv\d+\b", "<node>", text)
     text = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}", "UUID", text)
     text = re.sub(r"127\.0\.0\.1:\d+(,127\.0\.0\.1:\d+)*", "ADDR", text)
     text = re.sub(r"/tmp/\S+", "PATH", text)
@@ -203,6 +215,86 @@ class LibvirtView:
             self.conns.clear()
 
 
+_event_loop_started = False
+_event_loop_lock = threading.Lock()
+
+
+def start_event_loop() -> None:
+    """libvirt's default event loop, once per process, pumped by a thread of its own (it must be
+    registered before the connections whose events and keepalives it serves)."""
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def pump() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=pump, daemon=True, name="libvirt-events").start()
+        _event_loop_started = True
+
+
+class StartEvents:
+    """libvirt lifecycle events from every node: each time a VM starts on a node, (vm, node) is put
+    on ``queue``, so the watcher asks the other nodes at that very moment whether they still run it
+    (a second copy that lasts less than a polling interval is caught too). Connections that die with
+    their libvirtd are opened again every second."""
+
+    def __init__(self, uris: dict[str, str]) -> None:
+        import queue
+
+        self.uris = uris
+        self.queue: queue.Queue = queue.Queue()
+        self.conns: dict[str, libvirt.virConnect] = {}
+        self.dead: set[str] = set(uris)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        start_event_loop()
+        threading.Thread(target=self._connect, daemon=True).start()
+
+    def _connect(self) -> None:
+        while not self.stop.wait(1.0):
+            for node in sorted(self.dead):
+                try:
+                    conn = libvirt.open(self.uris[node])
+                    conn.registerCloseCallback(self._closed, node)
+                    conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._event, node)
+                    conn.setKeepAlive(2, 3)
+                except libvirt.libvirtError:
+                    continue
+                with self.lock:
+                    old = self.conns.pop(node, None)
+                    self.conns[node] = conn
+                    self.dead.discard(node)
+                if old is not None:
+                    try:
+                        old.close()
+                    except libvirt.libvirtError:
+                        pass
+
+    def _closed(self, _conn, _reason, node) -> None:
+        with self.lock:
+            self.dead.add(node)
+
+    def _event(self, _conn, dom, event, _detail, node) -> None:
+        if event == libvirt.VIR_DOMAIN_EVENT_STARTED and dom.name().startswith(PREFIX):
+            self.queue.put((dom.name(), node))
+
+    def close(self) -> None:
+        self.stop.set()
+        with self.lock:
+            for conn in self.conns.values():
+                try:
+                    conn.close()
+                except libvirt.libvirtError:
+                    pass
+            self.conns.clear()
+
+
 class FaultRun:
     def __init__(self, workdir: str | Path, settings: Settings, log=print) -> None:
         self.workdir = Path(workdir)
@@ -213,6 +305,7 @@ class FaultRun:
         self.lock = threading.Lock()
         self.t0 = time.monotonic()
         self.timeline: list[str] = []
+        self.timeline_file = None  # <workdir>/timeline.log, written as the run goes
         # What the clients know for sure about which VMs exist.
         self.present: set[str] = set()
         self.uncertain: set[str] = set()
@@ -223,9 +316,12 @@ class FaultRun:
         self.stop_watch = threading.Event()
         self.cut = threading.Event()
         self.cut_at = 0.0
+        # VMs of the nodes a fault hits right now: the clients aim at them more often.
+        self.hot_by_node: dict[str, list[str]] = {}
         self.doubled: dict[str, float] = {}  # VM -> since when it runs twice (watcher)
         self.pvc = pvc_executable()
         self.view: LibvirtView | None = None
+        self.events: StartEvents | None = None
         self.nodes: list[str] = []
         self.env: dict[str, str] = {}
 
@@ -235,14 +331,21 @@ class FaultRun:
         return time.monotonic() - self.t0
 
     def note(self, who: str, what: str) -> None:
+        line = f"{self.now():8.2f} {who:8} {what}"
         with self.lock:
-            self.timeline.append(f"{self.now():8.2f} {who:8} {what}")
+            self.timeline.append(line)
+            if self.timeline_file:
+                self.timeline_file.write(line + "\n")
+                self.timeline_file.flush()
 
     def violation(self, what: str) -> None:
         text = f"[{self.now():.1f} s] {what}"
         with self.lock:
             self.report.violations.append(text)
             self.timeline.append(f"{self.now():8.2f} VIOLATION {what}")
+            if self.timeline_file:
+                self.timeline_file.write(self.timeline[-1] + "\n")
+                self.timeline_file.flush()
         self.say(f"VIOLATION {text}")
 
     # -- the CLI -------------------------------------------------------------------------------
@@ -307,7 +410,11 @@ class FaultRun:
         self.dev.up(nodes=s.nodes, zookeeper_servers=s.zookeeper_servers, timeout=120)
         self.nodes = [n.name for n in self.dev.state.nodes]
         self.env = {**os.environ, "PVC_ZOOKEEPER": self.dev.state.zookeeper}
-        self.view = LibvirtView({n.name: n.libvirt_uri for n in self.dev.state.nodes})
+        uris = {n.name: n.libvirt_uri for n in self.dev.state.nodes}
+        start_event_loop()  # before any connection: events and keepalives
+        self.events = StartEvents(uris)
+        self.events.start()
+        self.view = LibvirtView(uris)
         names = [f"{PREFIX}-{i:03d}" for i in range(s.vms)]
         rng = random.Random(f"{s.seed}-setup")
         started = [n for n in names if rng.random() < 0.7]
@@ -362,7 +469,8 @@ class FaultRun:
             extra = (["--target", rng.choice(self.nodes)] if rng.random() < 0.5 else []) + \
                 (["--start"] if rng.random() < 0.5 else [])
             return ["vm", "define", str(path), *extra], False
-        vm = rng.choice(self.candidates())
+        hot = self.hot
+        vm = rng.choice(hot) if hot and rng.random() < 0.5 else rng.choice(self.candidates())
         if op == "undefine":
             return ["vm", "undefine", vm], False
         if op in ("start", "stop", "shutdown", "restart"):
@@ -374,6 +482,20 @@ class FaultRun:
             return ["vm", "migrate", vm, *target, "--force", *w], wait
         return ["vm", op, vm, *target, *w], wait  # migrate, move
 
+    def build_sequence(self, rng: random.Random) -> list[tuple[str, list[str], bool]]:
+        hot = self.hot
+        vm = rng.choice(hot) if hot and rng.random() < 0.8 else rng.choice(self.candidates())
+        stop = rng.choice(["stop", "shutdown"])
+        move = rng.choice(["move", "migrate", "migrate_force"])
+        target = rng.choice(self.nodes)
+        wait = rng.random() < 0.5
+        return [
+            (f"seq {stop}", ["vm", stop, vm], False),
+            (f"seq {move}", ["vm", move.removesuffix("_force"), vm, "--target", target]
+             + (["--force"] if move == "migrate_force" else []), False),
+            ("seq start", ["vm", "start", vm] + (["--wait"] if wait else []), wait),
+        ]
+
     def client(self, index: int) -> None:
         rng = random.Random(f"{self.settings.seed}-client-{index}")
         kinds, weights = zip(*OP_WEIGHTS.items())
@@ -382,15 +504,19 @@ class FaultRun:
             op = rng.choices(kinds, weights)[0]
             if op == "undefine" and len(self.present) <= self.settings.min_vms:
                 op = "define"
-            args, wait = self.build(rng, index, op)
-            self.note(who, "pvc " + " ".join(args))
-            res = self.cli(args, WAIT_BOUND if wait else PLAIN_BOUND)
-            outcome = self.judge(who, op, args, res, wait)
-            self.note(who, f"  -> {outcome} (exit {res.rc}, {res.seconds:.1f} s) "
-                           f"{(res.err.strip().splitlines() or [''])[-1][:160]}")
-            self.track(op, args, res, outcome)
-            with self.lock:
-                self.report.ops[(op + (" --wait" if wait else ""), outcome)] += 1
+            if op == "stop+move+start":
+                steps = self.build_sequence(rng)
+            else:
+                steps = [(op, *self.build(rng, index, op))]
+            for step, args, wait in steps:
+                self.note(who, "pvc " + " ".join(args))
+                res = self.cli(args, WAIT_BOUND if wait else PLAIN_BOUND)
+                outcome = self.judge(who, step, args, res, wait)
+                self.note(who, f"  -> {outcome} (exit {res.rc}, {res.seconds:.1f} s) "
+                               f"{(res.err.strip().splitlines() or [''])[-1][:160]}")
+                self.track(step, args, res, outcome)
+                with self.lock:
+                    self.report.ops[(step + (" --wait" if wait else ""), outcome)] += 1
             self.stop_ops.wait(rng.uniform(0.1, 0.8))
 
     def track(self, op: str, args: list[str], res: CliResult, outcome: str) -> None:
@@ -412,6 +538,8 @@ class FaultRun:
                     self.uncertain.add(name)
 
     # -- faults --------------------------------------------------------------------------------
+    # Each fault is planned first (every random choice drawn from the fault thread's generator, in
+    # order, so a seed fixes them) and then applied: done, held for a bounded time, undone.
 
     def injector(self) -> None:
         rng = random.Random(f"{self.settings.seed}-faults")
@@ -420,26 +548,60 @@ class FaultRun:
         kinds, weights = zip(*FAULT_WEIGHTS.items())
         self.stop_faults.wait(rng.uniform(2, 5))
         while not self.stop_faults.is_set() or first:
-            kind = first.pop(0) if first else rng.choices(kinds, weights)[0]
+            chosen = [first.pop(0) if first else rng.choices(kinds, weights)[0]]
+            if not first and rng.random() < OVERLAP:
+                # A second fault of another kind at the same time (another node, if it hits one).
+                others = [k for k in kinds if FAULT_CATEGORY[k] != FAULT_CATEGORY[chosen[0]]]
+                chosen.append(rng.choice(others))
             self.check_crashes()
-            self.note("faults", f"{kind} ...")
-            try:
-                getattr(self, f"fault_{kind}")(rng)
-                with self.lock:
-                    self.report.faults[kind] += 1
-            except Exception as exc:  # noqa: BLE001 - recorded, repaired at the end
-                msg = f"{kind}: {type(exc).__name__}: {str(exc)[:300]}"
-                self.note("faults", f"ERROR {msg}")
-                self.report.fault_errors.append(msg)
-            self.note("faults", f"{kind} undone")
+            plans, busy = [], set()
+            for kind in chosen:
+                text, action, nodes = getattr(self, f"plan_{kind}")(rng, busy)
+                busy |= nodes
+                plans.append((kind, text, action, rng.uniform(0, 2) if plans else 0.0))
+            threads = [threading.Thread(target=self.apply, args=plan, daemon=True) for plan in plans]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=600)
             if self.stop_faults.is_set() and not first:
                 break
             self.stop_faults.wait(rng.uniform(1.5, 5))
             if self.now() > self.hard_end:
                 break
 
-    def hold(self, seconds: float) -> None:
-        time.sleep(seconds)
+    def apply(self, kind: str, text: str, action, delay: float) -> None:
+        time.sleep(delay)
+        self.note("faults", f"{kind}: {text}")
+        try:
+            action()
+            with self.lock:
+                self.report.faults[kind] += 1
+        except Exception as exc:  # noqa: BLE001 - recorded, repaired at the end
+            msg = f"{kind}: {type(exc).__name__}: {str(exc)[:300]}"
+            self.note("faults", f"ERROR {msg}")
+            with self.lock:
+                self.report.fault_errors.append(msg)
+        self.note("faults", f"{kind} undone")
+
+    @property
+    def hot(self) -> list[str]:
+        with self.lock:
+            return [name for names in self.hot_by_node.values() for name in names]
+
+    def aim_at(self, node: str) -> None:
+        """While a fault hits ``node``, the clients aim half their VM operations at its VMs: the
+        requests that could make a second copy (stop, move, start while it cannot act) get made."""
+        try:
+            names = [v["name"] for v in self.cli_json("vm", "list") if v["node"] == node]
+        except Exception:  # noqa: BLE001 - ZooKeeper may be restarting; the clients pick at random then
+            names = []
+        with self.lock:
+            self.hot_by_node[node] = names
+
+    def aim_off(self, node: str) -> None:
+        with self.lock:
+            self.hot_by_node.pop(node, None)
 
     def check_crashes(self) -> None:
         """A daemon that exited without being killed by us crashed: a violation (then restarted)."""
@@ -450,106 +612,160 @@ class FaultRun:
                 n.pvcd_pid = None
                 self.dev.start_node(n.name, wait=False)
 
-    def fault_kill_pvcd(self, rng: random.Random) -> None:
-        node = rng.choice(self.nodes)
-        down = rng.uniform(1, 6)
-        self.note("faults", f"kill -9 pvcd on {node}, start again after {down:.1f} s")
-        self.dev.kill_node(node)
-        try:
-            self.hold(down)
-        finally:
-            self.dev.start_node(node, wait=True, timeout=60)
+    def pick_node(self, rng: random.Random, busy: set[str]) -> str:
+        return rng.choice([n for n in self.nodes if n not in busy] or self.nodes)
 
-    def fault_freeze_pvcd(self, rng: random.Random) -> None:
-        node = rng.choice(self.nodes)
-        frozen = rng.uniform(SESSION_TIMEOUT + 0.5, SESSION_TIMEOUT + 3)
-        self.note("faults", f"freeze pvcd on {node} for {frozen:.1f} s")
-        self.dev.freeze_node(node)
-        try:
-            self.hold(frozen)
-        finally:
-            self.dev.thaw_node(node)
+    def plan_kill_pvcd(self, rng, busy):
+        node, down = self.pick_node(rng, busy), rng.uniform(1, 6)
 
-    def fault_kill_zookeeper(self, rng: random.Random) -> None:
-        index = rng.choice(self.dev.zookeeper_indexes)
-        down = rng.uniform(2, 8)
-        self.note("faults", f"kill -9 ZooKeeper server {index}, start again after {down:.1f} s")
-        self.dev.kill_zookeeper(index)
-        try:
-            self.hold(down)
-        finally:
-            self.dev.start_zookeeper(index, timeout=60)
+        def action():
+            self.aim_at(node)
+            self.dev.kill_node(node)
+            try:
+                time.sleep(down)
+            finally:
+                self.aim_off(node)
+                self.dev.start_node(node, wait=True, timeout=60)
 
-    def fault_restart_ensemble(self, rng: random.Random) -> None:
-        down = rng.uniform(0.5, 4)
-        how = rng.choice(["SIGTERM", "SIGKILL"])
-        self.note("faults", f"whole ensemble down ({how}) for {down:.1f} s")
-        try:
-            if how == "SIGKILL":
-                for index in self.dev.zookeeper_indexes:
-                    self.dev.kill_zookeeper(index)
-            else:
-                self.dev.stop_zookeeper()
-            self.hold(down)
-        finally:
-            for z in self.dev.state.zookeeper_servers:
-                if not is_running(z.pid):
-                    self.dev.start_zookeeper(z.index, timeout=60)
+        return f"kill -9 pvcd on {node}, start it again after {down:.1f} s", action, {node}
 
-    def fault_kill_libvirtd(self, rng: random.Random) -> None:
-        node = rng.choice(self.nodes)
-        down = rng.uniform(1, 5)
-        self.note("faults", f"kill -9 libvirtd on {node}, start again after {down:.1f} s")
-        self.dev.kill_libvirtd(node)
-        try:
-            self.hold(down)
-        finally:
-            self.dev.start_libvirtd(node)
+    def plan_stop_pvcd(self, rng, busy):
+        node, down = self.pick_node(rng, busy), rng.uniform(1, 6)
 
-    def fault_kill_cli_wait(self, rng: random.Random) -> None:
+        def action():
+            self.aim_at(node)
+            try:
+                if not self.dev.stop_node(node, signal.SIGTERM, timeout=10):
+                    self.violation(f"pvcd on {node} did not exit within 10 s of SIGTERM (killed)")
+                time.sleep(down)
+            finally:
+                self.aim_off(node)
+                self.dev.start_node(node, wait=True, timeout=60)
+
+        return f"SIGTERM pvcd on {node} (a clean stop), start it again after {down:.1f} s", action, {node}
+
+    def plan_freeze_pvcd(self, rng, busy):
+        # Past the session timeout: ZooKeeper expires the daemon's session while it is stopped.
+        node, frozen = self.pick_node(rng, busy), rng.uniform(SESSION_TIMEOUT + 0.5, SESSION_TIMEOUT + 5)
+
+        def action():
+            self.aim_at(node)
+            self.dev.freeze_node(node)
+            try:
+                time.sleep(frozen)
+            finally:
+                self.aim_off(node)
+                self.dev.thaw_node(node)
+
+        return f"freeze (SIGSTOP) pvcd on {node} for {frozen:.1f} s, then thaw", action, {node}
+
+    def plan_kill_zookeeper(self, rng, busy):
+        index, down = rng.choice(self.dev.zookeeper_indexes), rng.uniform(2, 8)
+
+        def action():
+            self.dev.kill_zookeeper(index)
+            try:
+                time.sleep(down)
+            finally:
+                self.dev.start_zookeeper(index, timeout=60)
+
+        return f"kill -9 ZooKeeper server {index}, start it again after {down:.1f} s", action, set()
+
+    def plan_restart_ensemble(self, rng, busy):
+        down, how = rng.uniform(0.5, 4), rng.choice(["SIGTERM", "SIGKILL"])
+
+        def action():
+            try:
+                if how == "SIGKILL":
+                    for index in self.dev.zookeeper_indexes:
+                        self.dev.kill_zookeeper(index)
+                else:
+                    self.dev.stop_zookeeper()
+                time.sleep(down)
+            finally:
+                for z in self.dev.state.zookeeper_servers:
+                    if not is_running(z.pid):
+                        self.dev.start_zookeeper(z.index, timeout=60)
+
+        return f"the whole ensemble down ({how}) for {down:.1f} s, then started", action, set()
+
+    def plan_kill_libvirtd(self, rng, busy):
+        node, down = self.pick_node(rng, busy), rng.uniform(1, 5)
+
+        def action():
+            self.aim_at(node)
+            self.dev.kill_libvirtd(node)
+            try:
+                time.sleep(down)
+            finally:
+                self.aim_off(node)
+                self.dev.start_libvirtd(node)
+
+        return f"kill -9 libvirtd on {node}, start it again after {down:.1f} s", action, {node}
+
+    def plan_kill_cli_wait(self, rng, busy):
         op = rng.choice(["start", "stop", "shutdown", "restart", "migrate", "migrate_force", "move", "unmigrate",
                          "flush", "ready"])
         args, _ = self.build(rng, 0, op, wait_share=1.0)
         after = rng.uniform(0.3, 3)
-        self.note("faults", f"pvc {' '.join(args)}, SIGKILL after {after:.1f} s")
-        proc = subprocess.Popen([self.pvc, *args], env=self.env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try:
-            proc.wait(timeout=after)
+
+        def action():
+            proc = subprocess.Popen([self.pvc, *args], env=self.env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                proc.wait(timeout=after)
+                outcome = "finished before the kill"
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                outcome = "killed in the middle"
             with self.lock:
-                self.report.fault_notes["kill_cli_wait: finished before the kill"] += 1
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            with self.lock:
-                self.report.fault_notes["kill_cli_wait: killed in the middle"] += 1
-        proc.communicate()
+                self.report.fault_notes[f"kill_cli_wait: {outcome}"] += 1
+
+        return f"pvc {' '.join(args)}, SIGKILL after {after:.1f} s", action, set()
 
     # -- the continuous invariant ----------------------------------------------------------------
 
     def watcher(self) -> None:
-        while not self.stop_watch.wait(1.0):
+        """No VM on two nodes: every node's libvirt polled every POLL_INTERVAL, and asked again the
+        moment libvirt reports a VM started anywhere."""
+        import queue
+
+        next_poll = 0.0
+        while not self.stop_watch.is_set():
+            try:
+                name, node = self.events.queue.get(timeout=max(0.0, next_poll - time.monotonic()))
+            except queue.Empty:
+                name = node = None
+            if name:
+                others = {n: self.view.running(n) for n in self.nodes if n != node}
+                if any(name in (names or ()) for names in others.values()):
+                    self.confirm_doubled(name, [node, *(n for n, names in others.items() if name in (names or ()))])
+                self.report.start_checks += 1
+                continue
             views = {n: self.view.running(n) for n in self.nodes}
             where: dict[str, list[str]] = {}
-            for node, names in views.items():
-                for name in names or ():
-                    where.setdefault(name, []).append(node)
-            now_doubled = set()
-            for name, nodes in where.items():
-                if len(nodes) < 2:
-                    continue
-                # The nodes were read one after another: a VM moving between two reads would look
-                # doubled. Ask again in the other order; a real second copy is still there.
-                again = {n: self.view.running(n) for n in reversed(nodes)}
-                both = [n for n in nodes if again[n] is not None and name in again[n]]
-                if len(both) > 1:
-                    now_doubled.add(name)
-                    if name not in self.doubled:
-                        self.doubled[name] = self.now()
-                        self.violation(f"two copies: {name} runs on {', '.join(both)} (libvirt)")
-            for name in list(self.doubled):
-                if name not in now_doubled:
-                    self.note("watcher", f"{name}: second copy gone after {self.now() - self.doubled.pop(name):.1f} s")
+            for n, names in views.items():
+                for vm in names or ():
+                    where.setdefault(vm, []).append(n)
+            doubled_now = {vm for vm, nodes in where.items() if len(nodes) > 1 and self.confirm_doubled(vm, nodes)}
+            for vm in list(self.doubled):
+                if vm not in doubled_now:
+                    self.note("watcher", f"{vm}: second copy gone after {self.now() - self.doubled.pop(vm):.1f} s")
             self.report.copy_checks += 1
+            next_poll = time.monotonic() + POLL_INTERVAL
+
+    def confirm_doubled(self, name: str, nodes: list[str]) -> bool:
+        """The nodes were read one after another: a VM moving between two reads would look doubled.
+        Ask again in the other order; a real second copy is still there."""
+        again = {n: self.view.running(n) for n in reversed(nodes)}
+        both = [n for n in nodes if again[n] is not None and name in again[n]]
+        if len(both) < 2:
+            return False
+        if name not in self.doubled:
+            self.doubled[name] = self.now()
+            self.violation(f"two copies: {name} runs on {', '.join(both)} (libvirt)")
+        return True
 
     # -- quiescence ----------------------------------------------------------------------------
 
@@ -673,9 +889,9 @@ class FaultRun:
             for line in text.splitlines():
                 if "Traceback (most recent call last)" in line:
                     self.report.daemon_log_errors[f"{n.name}: traceback"] += 1
-                m = re.search(r"\[error\s*\]\s+(\w+)", line) or re.search(r'"level": "error".*?"event": "(\w+)"', line)
+                m = re.search(r"\[(error|warning|critical)\s*\]\s+(\w+)", line)
                 if m:
-                    self.report.daemon_log_errors[f"{m.group(1)}"] += 1
+                    self.report.daemon_log_errors[f"{m.group(1)} {m.group(2)}"] += 1
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -683,6 +899,8 @@ class FaultRun:
         s = self.settings
         self.say(f"fault-injection run: seed {s.seed}, {s.seconds:g} s (PVC_FAULTS_SEED={s.seed} reproduces its choices)")
         phase = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.timeline_file = open(self.workdir / "timeline.log", "a")
         try:
             self.setup()
             self.report.phases["setup"] = time.monotonic() - phase
@@ -717,10 +935,11 @@ class FaultRun:
             self.stop_faults.set()
             self.stop_watch.set()
             self.cut.set()
-            try:
-                (self.workdir / "timeline.log").write_text("\n".join(self.timeline) + "\n")
-            except OSError:
-                pass
+            with self.lock:
+                self.timeline_file.close()
+                self.timeline_file = None
+            if self.events:
+                self.events.close()
             if self.view:
                 self.view.close()
             self.dev.down()

@@ -31,3 +31,35 @@ def test_random_operations_and_faults_keep_the_invariants(tmp_path):
     assert report.operations > 0, f"seed {seed}: no operation ran\n{text}"
     missing = [k for k in FAULT_KINDS if not report.faults[k]]
     assert not missing, f"seed {seed}: faults never injected: {missing}; errors: {report.fault_errors}\n{text}"
+
+
+def test_the_watcher_sees_a_second_copy_at_once(tmp_path):
+    """The continuous check is only worth its silence if it speaks: a copy made behind pvc's back
+    (virsh create on another node) is reported, and both by the start event and by polling."""
+    import subprocess
+    import threading
+    import time
+
+    run = FaultRun(tmp_path, Settings(seed=0, nodes=2, zookeeper_servers=1, vms=2, min_vms=0), log=lambda _: None)
+    try:
+        run.setup()
+        watcher = threading.Thread(target=run.watcher, daemon=True)
+        watcher.start()
+        running = {n: run.view.running(n) for n in run.nodes}
+        node = next(n for n, names in running.items() if names)
+        name = sorted(running[node])[0]
+        other = next(n for n in run.nodes if n != node)
+        xml = subprocess.run(["virsh", "-c", run.dev.node(node).libvirt_uri, "dumpxml", name],
+                             capture_output=True, text=True, check=True).stdout
+        (tmp_path / "copy.xml").write_text(xml)
+        subprocess.run(["virsh", "-c", run.dev.node(other).libvirt_uri, "create", str(tmp_path / "copy.xml")],
+                       capture_output=True, text=True, check=True)
+        deadline = time.monotonic() + 20
+        while not run.report.violations and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert run.report.violations and f"two copies: {name}" in run.report.violations[0], run.report.violations
+        print(f"start checks {run.report.start_checks}, polls {run.report.copy_checks}")
+    finally:
+        run.stop_watch.set()
+        run.events.close() if run.events else None
+        run.dev.down()

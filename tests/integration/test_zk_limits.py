@@ -1,11 +1,14 @@
 """The ZooKeeper adapter against a real server: what ZooKeeper cannot hold is refused before it is
-sent (the server would drop the connection and the request would be retried until its timeout)."""
+sent (the server would drop the connection and the request would be retried until its timeout), and a
+request whose connection drops is resent, never lost and never made twice. (Server loss in an ensemble:
+test_zookeeper_ensemble.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from aiozk import exc
 
 from pvc.devcluster.zookeeper_server import ZookeeperServer
 from pvc.errors import InvalidInput
@@ -74,3 +77,39 @@ def test_the_largest_record_zookeeper_takes_is_accepted(server):
         return len(await zk.get_data("/edge"))
 
     assert run(server, work) == MAX_REQUEST_BYTES - len("/edge") - 20
+
+
+def dropping_once(real, calls: list):
+    """``real`` applied by the server, then its connection "drops" before the answer arrives once."""
+    async def call(*args, **kw):
+        calls.append(args)
+        result = await real(*args, **kw)
+        if len(calls) == 1:
+            raise exc.ConnectError("127.0.0.1", 0)
+        return result
+
+    return call
+
+
+def test_a_dropped_request_is_resent(server):
+    async def work(zk):
+        await zk.put("/resend", b"v")
+        calls: list = []
+        zk._client.get = dropping_once(zk._client.get, calls)
+        return await zk.get_data("/resend"), len(calls)
+
+    assert run(server, work) == (b"v", 2)
+
+
+def test_a_dropped_sequential_create_is_not_made_twice(server):
+    """Applied, but the answer was lost: the adapter finds the node instead of creating a second one
+    (for a lock, a ghost entry ahead of its own owner)."""
+    async def work(zk):
+        await zk.ensure_path("/seq")
+        calls: list = []
+        zk._client.create = dropping_once(zk._client.create, calls)
+        path = await zk.create("/seq/lock-", b"me", ephemeral=True, sequential=True)
+        return path, await zk.children("/seq"), len(calls)
+
+    path, children, calls = run(server, work)
+    assert children == [path.rsplit("/", 1)[1]] and calls == 1

@@ -19,6 +19,7 @@ app.add_typer(vm.app, name="vm")
 app.add_typer(network.app, name="network")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(event.app, name="event")
+app.add_typer(__import__("pvc.cli.storage", fromlist=["app"]).app, name="storage")
 
 
 @app.callback()

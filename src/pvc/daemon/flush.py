@@ -89,9 +89,10 @@ class NodeOperations:
     async def _process(self) -> None:
         req = self.request
         lock = QueueLock(self.zk, Paths.flush_lock, LockEntry(node=self.me, op=req.op, id=req.id).encode())
-        await self._begin(req, "queued")
         await lock.enqueue()
         try:
+            # Only once enqueued: a CLI that reads "queued" finds this request's place in the queue.
+            await self._begin(req, "queued")
             while not await self._until_newer(lock.acquire(), req):
                 await self._report(status="cancelled", message=f"superseded by a {self.request.op} request")
                 req = self.request

@@ -149,6 +149,11 @@ class VmReconciler:
             return
         self._seen_running.add(dom.uuid)
         await self._do_record_running(dom)
+        if self.records.get(dom.uuid) is None:
+            # Undefined while it was starting (a stale read): nothing may run without a record.
+            self.log.warning("vm_undefined_while_starting", vm=dom.name)
+            self.role.expect_stop.add(dom.uuid)
+            await asyncio.to_thread(self.host.destroy, dom.uuid)
 
     async def _do_record_running(self, dom: Domain) -> None:
         await self.update(dom.uuid, lambda d: vm_outcomes.started(d, self.me, self.host.state(d.uuid)))

@@ -21,8 +21,13 @@ NODE_VERBS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # bad input is one line, as everywhere in pvc (no usage block)
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pvc.devcluster", description=__doc__)
+    parser = _Parser(prog="python -m pvc.devcluster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start ZooKeeper, one libvirtd and one pvcd per node; wait until all run")
     up.add_argument("--nodes", type=int, default=3)
@@ -33,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="ZooKeeper servers, one per coordinator (default: 3 with at least 3 coordinators, else 1)")
     up.add_argument("--networking", action="store_true",
                     help="give each node's networking a network namespace of its own (client networks, DHCP, DNS)")
+    up.add_argument("--storage", choices=["none", "ceph"], default="none",
+                    help="ceph: also start a real Ceph cluster (mon, mgr, one OSD) and give every node's libvirt its secret")
     up.add_argument("--fencing", action="store_true",
                     help="give each node a simulated BMC (ipmi_sim) so the primary can fence dead nodes")
     info = sub.add_parser("info", help="show the ZooKeeper servers and each node's config, libvirt URI, "
@@ -65,9 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.nodes < 1:
                 parser.error("--nodes must be at least 1")
             state = cluster.up(args.nodes, args.hypervisor, args.coordinators, networking=args.networking,
-                               fencing=args.fencing, zookeeper_servers=args.zookeeper_servers)
+                               fencing=args.fencing, zookeeper_servers=args.zookeeper_servers,
+                               storage=args.storage)
             for node in cluster.info():
                 print(f"{node['name']}: pvcd pid {node['pvcd_pid']}, libvirt {node['libvirt_uri']}")
+            if state.storage == "ceph":  # `pvc storage ...` reads these
+                print(f"PVC_CEPH_CONF={cluster.ceph().conf} PVC_CEPH_KEYRING={cluster.ceph().keyring}")
             print(f"PVC_ZOOKEEPER={state.zookeeper}")
         elif args.command == "info":
             nodes = cluster.info()
@@ -75,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(nodes, indent=2))
             else:
                 print(f"zookeeper: {cluster.state.zookeeper}")
+                if nodes and nodes[0].get("ceph_conf"):
+                    print(f"ceph: conf {nodes[0]['ceph_conf']}, keyring {nodes[0]['ceph_keyring']}")
                 for z in cluster.state.zookeeper_servers:
                     print(f"  server {z.index}: 127.0.0.1:{z.client_port}, pid {z.pid}, on {z.node or '-'}")
                 for n in nodes:

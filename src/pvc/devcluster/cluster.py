@@ -65,6 +65,8 @@ class ClusterState:
     networking: bool = False
     # Each node has a simulated BMC and publishes it for the primary's fencing duty.
     fencing: bool = False
+    # "ceph": a real Ceph cluster in <workdir>/ceph (pvc.devcluster.ceph) backs the nodes' storage.
+    storage: str = "none"
 
 
 class DevCluster:
@@ -121,6 +123,11 @@ class DevCluster:
             return self.workdir / "console"
         return self.workdir / node / "console"
 
+    def ceph(self):
+        from pvc.devcluster.ceph import CephCluster
+
+        return CephCluster(self.workdir / "ceph")
+
     def bmc(self, node: NodeSpec):
         from pvc.devcluster.bmc import Bmc
 
@@ -167,6 +174,7 @@ class DevCluster:
             "keepalive_interval": 2,
             "networking": self.networking_config(node),
             "fencing": self.fencing_config(node),
+            **({"storage": {"ceph": self.ceph().storage_config()}} if self.state.storage == "ceph" else {}),
         }
         Path(node.config).write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -174,7 +182,7 @@ class DevCluster:
 
     def up(self, nodes: int = 3, hypervisor: str = "test", coordinators: int | None = None,
            timeout: float = 60, networking: bool = False, fencing: bool = False,
-           zookeeper_servers: int | None = None) -> ClusterState:
+           zookeeper_servers: int | None = None, storage: str = "none") -> ClusterState:
         if self.state and self.is_up():
             raise RuntimeError(f"a cluster is already running in {self.workdir}; run `down` first")
         if self.state:
@@ -201,6 +209,14 @@ class DevCluster:
         self.state = ClusterState(workdir=str(self.workdir), hypervisor=hypervisor,
                                   zookeeper=",".join(f"127.0.0.1:{z.client_port}" for z in zookeepers),
                                   zookeeper_servers=zookeepers, networking=networking, fencing=fencing)
+        if storage not in ("none", "ceph"):
+            raise ValueError(f"--storage must be none or ceph, got {storage!r}")
+        self.state.storage = storage
+        if storage == "ceph":
+            from pvc.devcluster.ceph import ceph_missing
+
+            if reason := ceph_missing():
+                raise RuntimeError(f"--storage ceph: {reason}")
         for name in names:
             base = self.workdir / name
             base.mkdir(parents=True, exist_ok=True)
@@ -225,6 +241,8 @@ class DevCluster:
                 server.wait_ready()
             subprocess.run([sys.executable, "-m", "pvc.cli.app", "--zookeeper", self.state.zookeeper, "init"],
                            check=True, capture_output=True)
+            if storage == "ceph":  # before the libvirtds: each gets the client's key as a secret
+                self.ceph().start()
             if networking:
                 self.netns().create(names)
             for node in self.state.nodes:
@@ -234,6 +252,8 @@ class DevCluster:
                 node.libvirt_uri = libvirtd.uri
                 node.migration_uri = libvirtd.tcp_uri
                 self._write_config(node, coordinator_names)
+                if storage == "ceph":  # the same secret (UUID and key) on every node's libvirt
+                    self.ceph().define_libvirt_secret(node.libvirt_uri)
                 self._save()
             if fencing:  # after the libvirtds: a BMC's power-on finds its node's libvirtd up already
                 for node in self.state.nodes:
@@ -416,6 +436,8 @@ class DevCluster:
             z.pid = None
         if self.state.networking:
             self.netns().destroy()
+        if self.state.storage == "ceph":  # SIGKILL (throwaway data) and remove <workdir>/ceph
+            self.ceph().stop()
         self._save()
 
     def info(self) -> list[dict]:
@@ -435,6 +457,8 @@ class DevCluster:
                 "coordinator": n.coordinator,
                 "pvcd_log": n.pvcd_log,
                 "zookeeper": self.state.zookeeper,
+                "ceph_conf": str(self.ceph().conf) if self.state.storage == "ceph" else None,
+                "ceph_keyring": str(self.ceph().keyring) if self.state.storage == "ceph" else None,
                 "zookeeper_server": {"index": z.index, "client_port": z.client_port,
                                      "pid": z.pid if is_running(z.pid) else None}
                 if (z := servers.get(n.name)) else None,

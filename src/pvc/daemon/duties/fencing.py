@@ -130,8 +130,9 @@ class FencingDuty:
         in one transaction, unless its daemon is back or someone else wrote either meanwhile."""
         key = Paths.node_key(name, "daemon_state")
         data, version = await self.zk.get(key)
-        if data.decode() != expect:
-            return False  # changed since we looked (an operator's fence, the daemon): look again
+        if data.decode() != expect:  # changed since we looked (an operator's fence, the daemon): look again
+            self.log.info("node_changed_meanwhile", node=name, instead_of=state, found=data.decode())
+            return False
         fence, fence_version = await fence_store.read(self.zk, name)
         try:
             await self.zk.multi([*fence_store.not_back_ops(name), ("set", key, state.encode(), version),
@@ -166,6 +167,11 @@ class FencingDuty:
                 return
             log.warning("node_dead", dead_after=self.cfg.dead_after)
         ipmi = _ipmi(await self.zk.get_data(Paths.node_key(name, "ipmi")))
+        # Our decision is up to a second old: a daemon that re-registered meanwhile (a restart,
+        # a retry's moment) is up, not dead. (A power-off that still races with it is safe, only rude.)
+        if await self.zk.exists(Paths.node_key(name, "alive")):
+            log.info("node_came_back", instead_of="power off")
+            return
         error = await self._power_off(ipmi)
         if error:
             fence, version = await fence_store.read(self.zk, name)
