@@ -6,7 +6,7 @@ For each round a client of its own (pvc's ZooKeeper adapter, the daemon's settin
 one key every 5 ms; the server it is connected to is killed with SIGKILL (`zookeeper kill INDEX`), and
 the stall is the longest request around the kill (issued from 0.5 s before to 3 s after it); the
 server is started again before the next round. Killing the leader costs a leader election. Also printed: whether the session (and the daemons' sessions) survived, requests
-lost, how long a CLI command takes with server 1 dead, and how long pvcd takes to exit on SIGTERM
+lost, how long a CLI command takes with server 1 dead or frozen, and how long pvcd takes to exit on SIGTERM
 during a ZooKeeper outage and with its libvirtd gone (the bound is 2 s).
 
     python -m bench.bench_zookeeper_failover [--rounds 10] [--workdir DIR]
@@ -107,14 +107,14 @@ async def stall_rounds(dev: DevCluster, rounds: int) -> None:
                   f"max {max(values) * 1000:.1f} ms ({len(values)} rounds)")
 
 
-def cli_seconds(dev: DevCluster, times: int = 7) -> float:
+def cli_seconds(dev: DevCluster, times: int = 9) -> str:
     env = {**os.environ, "PVC_ZOOKEEPER": dev.state.zookeeper}
     out = []
     for _ in range(times):
         start = time.monotonic()
         subprocess.run(["pvc", "node", "list"], env=env, check=True, capture_output=True)
         out.append(time.monotonic() - start)
-    return statistics.median(out)
+    return f"median {statistics.median(out) * 1000:.0f} ms, max {max(out) * 1000:.0f} ms ({times} runs)"
 
 
 def sigterm_seconds(dev: DevCluster, node: str) -> float:
@@ -143,10 +143,15 @@ def main() -> None:
         after = {n: Path(dev.node(n).pvcd_log).read_text().count("zookeeper_session_renewed") for n in renewed}
         print(f"daemon sessions renewed during the rounds: {sum(after.values()) - sum(renewed.values())}")
 
-        print(f"`pvc node list`, all servers up: median {cli_seconds(dev) * 1000:.0f} ms")
+        print(f"`pvc node list`, all servers up:  {cli_seconds(dev)}")
         dev.kill_zookeeper(1)
-        print(f"`pvc node list`, server 1 dead:  median {cli_seconds(dev) * 1000:.0f} ms")
+        print(f"`pvc node list`, server 1 dead:   {cli_seconds(dev)}")
         dev.start_zookeeper(1)
+        os.kill(dev.zookeeper_spec(1).pid, signal.SIGSTOP)  # accepts connections, never answers
+        try:
+            print(f"`pvc node list`, server 1 frozen: {cli_seconds(dev)}")
+        finally:
+            os.kill(dev.zookeeper_spec(1).pid, signal.SIGCONT)
 
         dev.stop_zookeeper()
         time.sleep(1)

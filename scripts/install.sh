@@ -13,6 +13,8 @@ apt_packages=(
   busybox-static cpio                        # scripts/build-guest.sh: the tiny guest's initramfs
   iproute2 dnsmasq-base frr udhcpc           # client networks: namespaces, DHCP/DNS, FRR's checker, a DHCP client
   ipmitool openipmi                          # fencing: ipmitool powers dead nodes off; ipmi_sim is the dev/test BMC
+  ceph-mon ceph-mgr ceph-osd ceph-common     # storage: the ceph/rbd/rados CLIs pvc calls; a local Ceph (`up --storage ceph`)
+  python3-rados python3-rbd qemu-block-extra # Ceph's bindings (not used by pvc's venv: see docs/operations.md); QEMU's rbd driver
 )
 missing=()
 for p in "${apt_packages[@]}"; do

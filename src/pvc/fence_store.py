@@ -11,8 +11,8 @@ import time
 
 import msgspec
 
-from pvc import fencing, store
-from pvc.errors import Conflict, InvalidInput, NotFound
+from pvc import events, fencing, store
+from pvc.errors import Conflict, InvalidInput, NotFound, PvcError
 from pvc.schema import FenceState, Paths
 from pvc.zk import ZK, BadVersion, NodeExists, NoNode
 
@@ -88,6 +88,12 @@ async def declare_powered_off(zk: ZK, node: str) -> tuple[bool, str]:
         except NoNode:
             raise InvalidInput(f"node {node} never finished registering (no domain_state); nothing to fence") from None
         wanted = sum(1 for d in await store.list_domains(zk) if d.node == node and d.state in fencing.RECOVER_STATES)
+        try:  # the fence is written; a missing event-log entry must not report it as failed
+            await events.record(zk, "node_fenced", f"node {node} declared powered off by an operator "
+                                "(pvc node fence --confirm-powered-off); its VMs are recovered on other nodes",
+                                severity="warning", node=node)
+        except PvcError:
+            pass
         return True, (f"node {node} declared powered off (daemon_state fenced, domain_state flushed); "
                       f"the primary recovers its {wanted} VM(s) wanted running on other nodes")
     raise Conflict(f"node {node} is being changed concurrently; try again")

@@ -136,8 +136,12 @@ def recovered(fence: FenceState, count: int, now: float, by: str) -> FenceState:
 
 
 def returned(fence: FenceState, now: float, by: str) -> FenceState:
-    return msgspec.structs.replace(fence, status="returned", next_attempt=0.0, by=by,
-                                   message="its daemon came back before the fence finished; nothing was moved")
+    if fence.status == "fenced":  # a recovery may have begun: say so rather than "nothing moved"
+        message = ("its daemon came back after the power-off was confirmed, before the recovery finished; VMs "
+                   "already recovered stay where they are (their previous_node names this node)")
+    else:
+        message = "its daemon came back before the fence finished; nothing was moved"
+    return msgspec.structs.replace(fence, status="returned", next_attempt=0.0, by=by, message=message)
 
 
 def operator_fence_refusal(node: str, *, alive: bool) -> str:

@@ -7,6 +7,9 @@ Selectors, as operators of the original system know them:
   vcpus    fewest vCPUs allocated
   vms      fewest VMs
 Ties are broken by node name, so the same cluster state always gives the same answer.
+
+A VM with RBD disks (``needs_storage``) goes only to nodes whose keepalive says they reach Ceph
+(``storage_ok``); other VMs ignore storage.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class Candidate:
     vcpus_allocated: int
     load: float
     domains_count: int
+    # The node's keepalive says it reaches Ceph (False: no Ceph configured, unreachable, unknown).
+    storage_ok: bool = False
 
     @property
     def memory_available_mib(self) -> int:
@@ -49,8 +54,8 @@ def check_selector(selector: str) -> str:
     return selector
 
 
-def refusal(c: Candidate, memory_mib: int) -> str:
-    """Why a node cannot take a VM of this size, or "" if it can."""
+def refusal(c: Candidate, memory_mib: int, needs_storage: bool = False) -> str:
+    """Why a node cannot take a VM of this size (with RBD disks: ``needs_storage``), or "" if it can."""
     if c.daemon_state != "run":
         return f"node {c.name} is not running (daemon_state {c.daemon_state})"
     if c.domain_state != "ready":
@@ -60,6 +65,8 @@ def refusal(c: Candidate, memory_mib: int) -> str:
             f"node {c.name} has not enough free memory ({c.memory_available_mib} MiB available, "
             f"{memory_mib} MiB needed)"
         )
+    if needs_storage and not c.storage_ok:
+        return f"node {c.name} cannot reach Ceph storage (the VM has RBD disks)"
     return ""
 
 
@@ -71,6 +78,7 @@ def choose_node(
     exclude: str = "",
     node_limit: list[str] | None = None,
     target: str = "",
+    needs_storage: bool = False,
 ) -> str:
     """The node a VM should go to; raises a Conflict/NotFound explaining why none can take it."""
     by_name = {c.name: c for c in nodes}
@@ -81,16 +89,18 @@ def choose_node(
             raise Conflict(f"VM is already on node {target}")
         if node_limit and target not in node_limit:
             raise Conflict(f"node {target} is outside the VM's node limit ({', '.join(node_limit)})")
-        why = refusal(by_name[target], memory_mib)
+        why = refusal(by_name[target], memory_mib, needs_storage)
         if why:
             raise Conflict(why)
         return target
     check_selector(selector)
     eligible = [
         c for c in nodes
-        if c.name != exclude and (not node_limit or c.name in node_limit) and not refusal(c, memory_mib)
+        if c.name != exclude and (not node_limit or c.name in node_limit)
+        and not refusal(c, memory_mib, needs_storage)
     ]
     if not eligible:
         scope = f" among {', '.join(node_limit)}" if node_limit else ""
-        raise Conflict(f"no eligible target node{scope} (running, ready, with {memory_mib} MiB free)")
+        storage = ", reaching Ceph storage" if needs_storage else ""
+        raise Conflict(f"no eligible target node{scope} (running, ready, with {memory_mib} MiB free{storage})")
     return min(eligible, key=lambda c: (_SCORE[selector](c), c.name)).name

@@ -117,6 +117,8 @@ class Keepalive(Record):
     load: float = 0.0
     domains_count: int = 0
     running_domains: list[str] = []
+    # Whether this node reaches Ceph: "" (no Ceph configured), "ok", or "unreachable: <why>".
+    storage: str = ""
 
 
 class FlushRequest(Record):

@@ -73,6 +73,7 @@ class NodeView(msgspec.Struct, kw_only=True):
     migration_uri: str
     console_log_directory: str
     pvc_version: str
+    storage: str = ""  # from the keepalive: "" (no Ceph), "ok", "unreachable: <why>"
 
     def candidate(self) -> placement.Candidate:
         return placement.Candidate(
@@ -85,6 +86,7 @@ class NodeView(msgspec.Struct, kw_only=True):
             vcpus_allocated=self.vcpus_allocated,
             load=self.load,
             domains_count=self.domains_count,
+            storage_ok=self.storage == "ok",
         )
 
 
@@ -119,6 +121,7 @@ def _node_view(name: str, info: bytes | None, keys: list[bytes | None]) -> NodeV
         migration_uri=meta.migration_uri,
         console_log_directory=meta.console_log_directory,
         pvc_version=meta.pvc_version,
+        storage=ka.storage,
     )
 
 
@@ -248,8 +251,13 @@ async def default_selector(zk: ZK) -> str:
     return await get_setting(zk, "migration_selector") or "mem"
 
 
-async def choose_node(zk: ZK, dom: Domain, *, target: str = "", selector: str = "", exclude: str = "") -> str:
+async def choose_node(zk: ZK, dom: Domain, *, target: str = "", selector: str = "", exclude: str = "",
+                      needs_storage: bool | None = None) -> str:
     selector = selector or dom.selector or await default_selector(zk)
+    if needs_storage is None:  # a VM with RBD disks needs a node that reaches Ceph (pvc.storage)
+        from pvc.storage.model import rbd_volumes_in_xml
+
+        needs_storage = bool(rbd_volumes_in_xml(((await zk.get_data(Paths.domain_xml(dom.uuid))) or b"").decode()))
     return placement.choose_node(
         [n.candidate() for n in await list_nodes(zk)],
         selector=selector,
@@ -257,6 +265,7 @@ async def choose_node(zk: ZK, dom: Domain, *, target: str = "", selector: str = 
         exclude=exclude,
         node_limit=dom.node_limit,
         target=target,
+        needs_storage=needs_storage,
     )
 
 
@@ -300,7 +309,9 @@ async def define_domain(zk: ZK, spec: DomainSpec, xml: str, *, target: str, sele
     else:
         # Placement among running nodes; a define never fails for lack of a running node when
         # the operator names one.
-        node = await choose_node(zk, dom, selector=selector)
+        from pvc.storage.model import rbd_volumes_in_xml
+
+        node = await choose_node(zk, dom, selector=selector, needs_storage=bool(rbd_volumes_in_xml(xml)))
     dom = msgspec.structs.replace(dom, node=node)
     try:
         await zk.multi([

@@ -8,7 +8,10 @@ It owns what aiozk leaves to its callers (see docs/schema.md and the notes on ai
   hands the NoNode class to callbacks);
 - failed transactions raise instead of returning a falsy result;
 - a connection the server closed (a server killed) is noticed at once and the requests pending on
-  it are resent to another server of the ensemble, within the same bound;
+  it are resent to another server of the ensemble, within the same bound (a sequential create only
+  if it was not applied); the session is kept unless a server says it expired (aiozk drops it when a
+  server merely closes the connection, e.g. while the ensemble elects a leader); a server that
+  accepts but does not answer is given up after a second;
 - what ZooKeeper cannot hold (a request over jute.maxbuffer) is refused before it is sent;
 - a connection string that cannot be parsed, or servers that all refuse the connection, fail at once;
 - aiozk's noisy disconnect tracebacks are silenced; we log session changes ourselves.
@@ -242,10 +245,15 @@ class ZK:
             if task:
                 task.cancel()
         self._ephemerals.clear()
+        if self._monitor and not self.connected.is_set():
+            self._abort()  # no server to tell: aiozk would wait for one until the timeout
+            return
         try:
             await asyncio.wait_for(self._client.close(), self.request_timeout)
-        except (asyncio.TimeoutError, exc.ZKError, OSError):
-            self._abort()
+        except (asyncio.TimeoutError, asyncio.CancelledError, exc.ZKError, OSError) as error:
+            self._abort()  # aiozk's tasks would otherwise go on (and hold a process's exit)
+            if isinstance(error, asyncio.CancelledError):
+                raise
 
     async def _any_server_listens(self) -> None:
         """Return once one server accepts a TCP connection; fail at once when every one refuses

@@ -350,7 +350,8 @@ class FaultRun:
 
     # -- the CLI -------------------------------------------------------------------------------
 
-    def cli(self, args: list[str], bound: float) -> CliResult:
+    def cli(self, args: list[str], bound: float, client: bool = False) -> CliResult:
+        """Run ``pvc``; killed past ``bound``, and (a client's) once the run is over and CUT_GRACE passed."""
         start = time.monotonic()
         proc = subprocess.Popen([self.pvc, *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)
@@ -363,7 +364,7 @@ class FaultRun:
                 elapsed = time.monotonic() - start
                 if elapsed > bound:
                     killed = "timeout"
-                elif self.cut.is_set() and time.monotonic() - self.cut_at > CUT_GRACE:
+                elif client and self.cut.is_set() and time.monotonic() - self.cut_at > CUT_GRACE:
                     killed = "cut"
                 if killed:
                     proc.kill()
@@ -509,8 +510,10 @@ class FaultRun:
             else:
                 steps = [(op, *self.build(rng, index, op))]
             for step, args, wait in steps:
+                if self.stop_ops.is_set():
+                    break
                 self.note(who, "pvc " + " ".join(args))
-                res = self.cli(args, WAIT_BOUND if wait else PLAIN_BOUND)
+                res = self.cli(args, WAIT_BOUND if wait else PLAIN_BOUND, client=True)
                 outcome = self.judge(who, step, args, res, wait)
                 self.note(who, f"  -> {outcome} (exit {res.rc}, {res.seconds:.1f} s) "
                                f"{(res.err.strip().splitlines() or [''])[-1][:160]}")
@@ -704,25 +707,42 @@ class FaultRun:
         return f"kill -9 libvirtd on {node}, start it again after {down:.1f} s", action, {node}
 
     def plan_kill_cli_wait(self, rng, busy):
-        op = rng.choice(["start", "stop", "shutdown", "restart", "migrate", "migrate_force", "move", "unmigrate",
-                         "flush", "ready"])
+        # The slower --wait operations more often, so that the kill lands while it waits.
+        op = rng.choice(["start", "stop", "shutdown", "restart", "restart", "migrate", "migrate_force", "move",
+                         "move", "unmigrate", "flush", "flush", "ready", "ready"])
         args, _ = self.build(rng, 0, op, wait_share=1.0)
-        after = rng.uniform(0.3, 3)
+        after = rng.uniform(0.0, 0.5)
 
         def action():
+            # Killed `after` seconds once it says it waits (its first line on stderr, such as
+            # "Waiting for VM ..." or "Flushing node ..."): the request is written, the CLI follows it.
             proc = subprocess.Popen([self.pvc, *args], env=self.env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, start_new_session=True)
+                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
+            said = threading.Event()
+            lines: list[str] = []
+
+            def read() -> None:
+                for line in proc.stderr:
+                    lines.append(line)
+                    said.set()
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            said.wait(timeout=20)
             try:
                 proc.wait(timeout=after)
-                outcome = "finished before the kill"
+                reader.join(timeout=5)
+                outcome = "refused" if any(x.startswith("error:") for x in lines) else "finished before the kill"
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-                outcome = "killed in the middle"
+                outcome = "killed while it waited" if said.is_set() else "killed before it said anything"
+            reader.join(timeout=5)
             with self.lock:
                 self.report.fault_notes[f"kill_cli_wait: {outcome}"] += 1
+            self.note("faults", f"kill_cli_wait: {outcome}")
 
-        return f"pvc {' '.join(args)}, SIGKILL after {after:.1f} s", action, set()
+        return f"pvc {' '.join(args)}, SIGKILL {after:.1f} s after it says it waits", action, set()
 
     # -- the continuous invariant ----------------------------------------------------------------
 

@@ -179,6 +179,8 @@ def test_unreachable_bmc_moves_nothing_is_visible_retries_with_backoff_then_reco
         status = cluster.pvc_json("cluster", "status")
         assert [(x["node"], x["status"]) for x in status["fencing"]] == [(victim, "failed")]
         assert f"fencing:       {victim} failed: attempt" in cluster.pvc("cluster", "status").stdout
+        assert any(e["kind"] == "fence_failed" and e["node"] == victim and e["severity"] == "error"
+                   for e in cluster.pvc_json("event", "list", "-n", "50"))
     finally:
         os.kill(bmc_pid, signal.SIGCONT)  # the BMC answers again: the next attempt fences
     try:
@@ -189,6 +191,8 @@ def test_unreachable_bmc_moves_nothing_is_visible_retries_with_backoff_then_reco
         assert "off" in ipmi(cluster, victim, "chassis", "power", "status")
         assert node(cluster, victim)["daemon_state"] == "fenced"
         assert cluster.pvc_json("cluster", "status")["fencing"] == []  # finished: no longer listed
+        kinds = [(e["kind"], e["vm"]) for e in cluster.pvc_json("event", "list", "-n", "50") if e["node"] == victim]
+        assert ("node_fenced", "") in kinds and {("vm_recovered", vm) for vm in vms} <= set(kinds)
         for vm in vms:
             assert cluster.vm(vm)["previous_node"] == victim
     finally:
@@ -314,6 +318,8 @@ def test_operator_fences_a_node_without_ipmi_and_its_vms_are_recovered_once(clus
         stopped = cluster.vm("manual-off")  # a stopped VM stays where it was: nothing runs, nothing is lost
         assert (stopped["node"], stopped["state"]) == (victim, "stop")
 
+        assert any(e["kind"] == "node_fenced" and e["node"] == victim and "operator" in e["message"]
+                   for e in cluster.pvc_json("event", "list", "-n", "50"))
         again = cluster.pvc("node", "fence", victim, "--confirm-powered-off")
         assert "already fenced" in again.stdout
         # Once: a hand-over of the primary role (a new primary looks at the fenced node again)
@@ -402,6 +408,34 @@ def test_a_slow_but_live_node_is_never_fenced(cluster):
     assert "on" in ipmi(cluster, victim, "chassis", "power", "status")
     assert hosts_of(cluster, "slow-a") == [victim] and cluster.vm("slow-a")["node"] == victim
     cleanup(cluster, ["slow-a"], [])
+
+
+# -- a daemon cut off from ZooKeeper ---------------------------------------------------------------------
+
+
+def test_a_daemon_cut_off_and_declared_dead_keeps_its_vms_running_and_carries_on(cluster):
+    victim = others(cluster)[0]
+    spec = cluster.dev.node(victim)
+    cluster.define("cutoff-a", node=victim, start=True)
+    pid = spec.pvcd_pid
+    cluster.pvc("cluster", "config", "--maintenance")  # declared dead, not fenced: the daemon comes back
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        try:
+            wait_until(lambda: fence(cluster, victim).get("status") == "dead", timeout=30, interval=0.3)
+            assert cluster.running_on(victim) >= {"cutoff-a"}  # its VMs keep running while it is away
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # Back with a new session: the same process re-registers, says "run" again, and the primary
+        # closes the fence record; nothing was started, stopped or moved.
+        wait_until(lambda: fence(cluster, victim).get("status") == "returned", timeout=30, interval=0.3)
+    finally:
+        cluster.pvc("cluster", "config", "--no-maintenance")
+    assert is_running(pid) and node(cluster, victim)["daemon_state"] == "run"
+    assert "nothing was moved" in fence(cluster, victim)["message"]
+    info = cluster.vm("cutoff-a")
+    assert (info["node"], info["state"]) == (victim, "start") and hosts_of(cluster, "cutoff-a") == [victim]
+    cleanup(cluster, ["cutoff-a"], [])
 
 
 # -- a daemon fenced while cut off from ZooKeeper -------------------------------------------------------

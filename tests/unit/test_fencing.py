@@ -210,7 +210,9 @@ def test_failed_attempts_count_and_schedule_the_next():
     # Declaring dead again (e.g. after a takeover) keeps the count; after a return it starts afresh.
     assert fencing.declared_dead(two, 200.0, "hv3").attempts == 2
     back = fencing.returned(two, 150.0, "hv3")
-    assert back.status == "returned" and back.next_attempt == 0.0
+    assert back.status == "returned" and back.next_attempt == 0.0 and "nothing was moved" in back.message
+    late = fencing.returned(fencing.confirmed_off(two, "operator", 160.0, "operator"), 170.0, "hv3")
+    assert "nothing was moved" not in late.message and "previous_node" in late.message  # honest: some may have
     assert fencing.declared_dead(back, 300.0, "hv3") == FenceState(status="dead", dead_since=300.0, by="hv3")
 
 

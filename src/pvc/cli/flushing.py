@@ -14,6 +14,7 @@ import uuid as uuidlib
 import typer
 
 from pvc import store
+from pvc.cli.waiting import ABSENCE_GRACE
 from pvc.errors import Conflict, PvcError, Unavailable
 from pvc.schema import FlushProgress, FlushRequest, LockEntry, Paths
 from pvc.zk_lock import queue_order
@@ -67,16 +68,23 @@ async def _follow(zk, node, op, request_id, wait, events, loop) -> int:
     failed_printed = 0
     lock_watch = None
     lock_changed = asyncio.Event()
+    gone_until = None  # the daemon's presence vanished: stopped, unless it is back by then
     try:
         while True:
-            timeout = None if picked_up else max(0.0, deadline - loop.time())
+            limits = [t for t in (None if picked_up else deadline, gone_until) if t is not None]
+            timeout = max(0.0, min(limits) - loop.time()) if limits else None
             try:
                 kind, data = await asyncio.wait_for(_next(events, lock_changed), timeout)
             except asyncio.TimeoutError:
+                if gone_until is not None and loop.time() >= gone_until:
+                    raise PvcError(f"node {node}'s daemon stopped during the {op}; "
+                                   "run it again once the node is back") from None
                 raise Unavailable(f"node {node}'s daemon did not pick up the {op} request within "
                                   f"{PICKUP_TIMEOUT:g} s; it stays recorded") from None
-            if kind == "alive" and data is None:
-                raise PvcError(f"node {node}'s daemon stopped during the {op}; run it again once the node is back")
+            if kind == "alive":
+                # A daemon renewing its ZooKeeper session is briefly absent (as for `vm --wait`).
+                gone_until = loop.time() + ABSENCE_GRACE if data is None else None
+                continue
             if kind == "lock" or (kind == "progress" and data):
                 progress = await _progress(zk, node)
                 if progress and progress.id != request_id and picked_up:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from pvc.daemon.roles.coordinator import CoordinatorRole
     from pvc.daemon.roles.hypervisor import HypervisorRole
     from pvc.daemon.roles.networking import NetworkingRole
+    from pvc.daemon.roles.storage import StorageRole
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Services:
     hypervisor: HypervisorRole | None = None  # its record cache feeds keepalives and flush plans
     coordinator: CoordinatorRole | None = None
     networking: NetworkingRole | None = None
+    storage: StorageRole | None = None  # reachability of Ceph, for the keepalive
     netcmd: NetCommands | None = None  # one per daemon: shared by networking and the primary's duties
 
     def shared_netcmd(self, netns: str, log: Any) -> NetCommands:

@@ -71,10 +71,15 @@ class _Stop:
         await asyncio.wait({work})
         return _STOPPED
 
-    async def within_grace(self, aw, what: str, limit: float = STOP_GRACE) -> None:
+    async def within_grace(self, aw, what: str, limit: float = STOP_GRACE, zk: ZK | None = None) -> None:
         """Best-effort clean-up: whatever does not finish within the grace (or ``limit`` seconds) is
-        left undone (the session's end removes this node's ephemeral presence anyway)."""
+        left undone (the session's end removes this node's ephemeral presence anyway). A step that
+        needs ``zk`` is skipped at once while it is disconnected: no use waiting for an outage."""
         loop = asyncio.get_running_loop()
+        if zk is not None and not zk.connected.is_set():
+            aw.close()
+            self.log.warning("stop_step_skipped", step=what, error="ZooKeeper unreachable")
+            return
         try:
             async with asyncio.timeout_at(min(self.deadline, loop.time() + limit)):
                 await aw
@@ -144,10 +149,10 @@ async def serve(cfg: DaemonConfig) -> None:
             await stop.event.wait()
         systemd.notify("STOPPING=1")
         # A third of the grace at most: ZooKeeper may be away, and the rest must still be tried.
-        await stop.within_grace(presence.set_state("shutdown"), "daemon_state_shutdown", STOP_GRACE / 3)
+        await stop.within_grace(presence.set_state("shutdown"), "daemon_state_shutdown", STOP_GRACE / 3, zk)
         await stop.cancel(tasks)
     # Running VMs are left alone: they keep running and are adopted at the next start.
-    await stop.within_grace(presence.leave(), "leave")
+    await stop.within_grace(presence.leave(), "leave", zk=zk)
     await stop.within_grace(zk.close(), "zookeeper_close")
     host.close()
     log.info("stopped")

@@ -61,9 +61,11 @@ class NodePresence:
         # touching nothing (no state write, no VM). No fence can land after this read: our `alive`
         # key is already re-created, and every fencing write fails while it exists.
         if await self.ctx.zk.get_data(self._key("daemon_state")) == b"fenced":
-            self.ctx.log.critical("fenced_while_away", exit_status=EXIT_FENCED,
-                                  hint="this node was declared powered off while cut off from ZooKeeper and its "
-                                       "VMs were recovered elsewhere; check the host, then start pvcd")
+            hint = ("this node was declared powered off while its daemon was cut off from ZooKeeper and its VMs "
+                    "were recovered elsewhere; the daemon exits touching nothing: check the host (its VMs may "
+                    "run twice), then start pvcd")
+            # No event-log write either: awaiting it would let other tasks act on the stale view.
+            self.ctx.log.critical("fenced_while_away", exit_status=EXIT_FENCED, hint=hint)
             sys.stderr.flush()
             os._exit(EXIT_FENCED)  # not restarted by pvcd.service (RestartPreventExitStatus)
         await self.ctx.zk.put(self._key("daemon_state"), self.daemon_state.encode())
@@ -99,6 +101,7 @@ class NodePresence:
             load=round(os.getloadavg()[0], 2),
             domains_count=len(active),
             running_domains=sorted(active),
+            storage=self.ctx.services.storage.state if self.ctx.services.storage else "",
         )
 
     async def keepalive_loop(self) -> None:

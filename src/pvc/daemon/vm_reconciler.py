@@ -47,13 +47,18 @@ class VmReconciler:
     async def reconcile(self, uuid: str) -> None:
         role = self.role
         if uuid in role.unexpected:
-            state, reason = role.unexpected.pop(uuid)
-            await self._record_unexpected_stop(uuid, state, reason)
+            said = role.unexpected[uuid]
+            await self._record_unexpected_stop(uuid, *said)
+            if role.unexpected.get(uuid) == said:  # kept until recorded: a retry must not lose it
+                del role.unexpected[uuid]
         dom = self.records.get(uuid)
         running = self.host.is_running(uuid)
         seen = uuid in self._seen_running
-        (self._seen_running.add if running and dom is not None and dom.node == self.me
-         else self._seen_running.discard)(uuid)
+        mine = dom is not None and dom.node == self.me
+        if running and mine:
+            self._seen_running.add(uuid)
+        elif not (seen and mine and dom.state == "start"):
+            self._seen_running.discard(uuid)  # (a vanished VM is forgotten once recorded as such)
         await role.residency(dom, uuid, running)
         if dom is None:
             return
@@ -101,8 +106,10 @@ class VmReconciler:
                 pass
             finally:
                 role.drop_stop_waiter(dom.uuid, waiter)
-        state, reason = role.unexpected.pop(dom.uuid, ("stop", ""))
+        state, reason = role.unexpected.get(dom.uuid, ("stop", ""))
         await self._record_unexpected_stop(dom.uuid, state, reason)
+        role.unexpected.pop(dom.uuid, None)
+        self._seen_running.discard(dom.uuid)
 
     async def _do_foreign(self, dom: Domain) -> None:
         """Runs here, assigned elsewhere. If its own node's libvirt runs it too (or cannot be

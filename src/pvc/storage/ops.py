@@ -205,12 +205,13 @@ async def volume_info(ceph: CephClient, zk: ZK | None, pool: str, volume: str) -
 async def volume_add(ceph: CephClient, pool: str, volume: str, size: int) -> VolumeView:
     check_name("pool", pool)
     check_name("volume", volume)
-    await _require_pool(ceph, pool)
-    try:
+    try:  # one call: its errno tells a missing pool or an existing volume
         await ceph.rbd("create", volume_ref(pool, volume), "--size", f"{size}B", json_out=False)
     except CephError as exc:
         if exc.errno == EEXIST:
             raise Conflict(f"volume {volume!r} exists already in pool {pool!r}") from None
+        if exc.errno == ENOENT:
+            raise NotFound(f"no pool {pool!r}") from None
         raise
     return VolumeView(pool=pool, name=volume, size_bytes=size, used_by=None, snapshots=[])
 
@@ -258,14 +259,17 @@ async def volume_clone(ceph: CephClient, pool: str, source: str, new: str) -> Vo
     10 GiB image, against 2 s for ``rbd copy``); it also copies the source's snapshots, which the
     clone does not inherit, so those are purged from the copy."""
     check_name("volume", new)
-    await _image_info(ceph, pool, source)
-    if await _exists(ceph, pool, new):
-        raise Conflict(f"volume {new!r} exists already in pool {pool!r}")
-    await _rbd_image(ceph, pool, source, "deep", "cp", "--no-progress", volume_ref(pool, source),
-                     volume_ref(pool, new), json_out=False, timeout=max(ceph.timeout, 600))
-    if await ceph.rbd("snap", "ls", volume_ref(pool, new)):
+    info = await _image_info(ceph, pool, source)
+    try:
+        await ceph.rbd("deep", "cp", "--no-progress", volume_ref(pool, source), volume_ref(pool, new),
+                       json_out=False, timeout=max(ceph.timeout, 600))
+    except CephError as exc:
+        if exc.errno == EEXIST:
+            raise Conflict(f"volume {new!r} exists already in pool {pool!r}") from None
+        raise
+    if info.get("snapshot_count", 1):
         await ceph.rbd("snap", "purge", "--no-progress", volume_ref(pool, new), json_out=False)
-    return await volume_info(ceph, None, pool, new)
+    return VolumeView(pool=pool, name=new, size_bytes=info.get("size", 0), used_by=None, snapshots=[])
 
 
 async def volume_remove(ceph: CephClient, zk: ZK | None, pool: str, volume: str) -> VolumeView:
@@ -289,8 +293,9 @@ async def volume_remove(ceph: CephClient, zk: ZK | None, pool: str, volume: str)
 
 
 async def snapshot_list(ceph: CephClient, pool: str, volume: str) -> list[SnapshotView]:
-    await _image_info(ceph, pool, volume)
-    return parse_snapshots(await ceph.rbd("snap", "ls", volume_ref(pool, volume)) or [])
+    check_name("pool", pool)
+    check_name("volume", volume)
+    return parse_snapshots(await _rbd_image(ceph, pool, volume, "snap", "ls", volume_ref(pool, volume)) or [])
 
 
 async def _snapshot(ceph: CephClient, pool: str, volume: str, snap: str) -> SnapshotView | None:
@@ -299,9 +304,16 @@ async def _snapshot(ceph: CephClient, pool: str, volume: str, snap: str) -> Snap
 
 
 async def snapshot_add(ceph: CephClient, pool: str, volume: str, snap: str) -> SnapshotView:
-    if await _snapshot(ceph, pool, volume, snap):
-        raise Conflict(f"volume {pool}/{volume} has a snapshot {snap!r} already")
-    await ceph.rbd("snap", "create", "--no-progress", f"{volume_ref(pool, volume)}@{snap}", json_out=False)
+    check_name("pool", pool)
+    check_name("volume", volume)
+    check_name("snapshot", snap)
+    try:  # one call: its errno tells a missing pool/volume or an existing snapshot
+        await _rbd_image(ceph, pool, volume, "snap", "create", "--no-progress", f"{volume_ref(pool, volume)}@{snap}",
+                         json_out=False)
+    except CephError as exc:
+        if exc.errno == EEXIST:
+            raise Conflict(f"volume {pool}/{volume} has a snapshot {snap!r} already") from None
+        raise
     return await _snapshot(ceph, pool, volume, snap)
 
 

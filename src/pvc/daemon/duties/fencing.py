@@ -23,7 +23,7 @@ import time
 
 import msgspec
 
-from pvc import fence_store, fencing, store
+from pvc import events, fence_store, fencing, store
 from pvc.daemon.context import DaemonContext
 from pvc.daemon.duties.guard import TeardownGuard
 from pvc.errors import NotFound, PvcError
@@ -151,6 +151,10 @@ class FencingDuty:
         except (BadVersion, NodeExists):
             pass  # written meanwhile: the next check decides again
 
+    async def _event(self, kind: str, node: str, message: str, severity: str = "warning", vm: str = "") -> None:
+        """What an operator must hear of also goes to the cluster's event log (`pvc event list`)."""
+        await events.try_record(self.zk, self.log, kind, message, severity=severity, node=node, vm=vm)
+
     async def _pause(self, name: str, state: str, reason: str) -> None:
         """A dead node that is not fenced now: say so (daemon_state dead, the reason in its record)."""
         record = lambda f: fencing.declared_dead(f, time.time(), self.ctx.node, reason)  # noqa: E731
@@ -158,6 +162,7 @@ class FencingDuty:
             await self._update_record(name, lambda f: msgspec.structs.replace(f, message=reason))
         elif await self._mark(name, state, "dead", record):
             self.log.warning("node_dead", node=name, dead_after=self.cfg.dead_after)
+            await self._event("node_dead", name, f"node {name} is dead and is not fenced: {reason}", "error")
         self.log.warning("fence_paused", node=name, reason=reason)
 
     async def _fence(self, name: str, state: str) -> None:
@@ -166,6 +171,8 @@ class FencingDuty:
             if not await self._mark(name, state, "dead", lambda f: fencing.declared_dead(f, time.time(), self.ctx.node)):
                 return
             log.warning("node_dead", dead_after=self.cfg.dead_after)
+            await self._event("node_dead", name, f"node {name} is dead (no presence for {self.cfg.dead_after:g} s); "
+                              "powering it off through IPMI")
         ipmi = _ipmi(await self.zk.get_data(Paths.node_key(name, "ipmi")))
         # Our decision is up to a second old: a daemon that re-registered meanwhile (a restart,
         # a retry's moment) is up, not dead. (A power-off that still races with it is safe, only rude.)
@@ -183,6 +190,8 @@ class FencingDuty:
                 await self.zk.multi([fence_store.put_op(name, failed, version)])
             except (BadVersion, NodeExists):
                 pass
+            await self._event("fence_failed", name, f"fencing node {name}: {failed.message}; its VMs are not moved",
+                              "error")
             return
         # Fenced; it comes back flushed so that it takes no VMs until an operator says `pvc node ready`.
         if not await self._mark(name, "dead", "fenced",
@@ -190,6 +199,8 @@ class FencingDuty:
                                 ("set", Paths.node_key(name, "domain_state"), b"flushed")):
             return
         log.warning("node_fenced", method="ipmi")
+        await self._event("node_fenced", name, f"node {name} is fenced (IPMI power status says off); "
+                          "recovering its VMs on other nodes")
         await self._recover(name)
 
     async def _ipmitool(self, ipmi: IpmiInfo, *command: str) -> tuple[bool, str]:
@@ -273,6 +284,10 @@ class FencingDuty:
                 continue  # the VM's record changed: decide again on the new one
             self.log.warning("vm_recovered", node=name, vm=before.name, to=new.node, state=new.state,
                              reason=new.failed_reason)
+            if new.node != name or new.state == "fail":
+                await self._event("vm_recovered", name, f"VM {before.name}: {new.failed_reason}" +
+                                  (f" (now on {new.node})" if new.node != name else ""),
+                                  "error" if new.state == "fail" else "warning", vm=before.name)
             return 1
         self.log.warning("vm_recovery_write_failed", node=name, vm=before.name, error="kept changing")
         return 0

@@ -11,12 +11,14 @@ from pvc.daemon.context import DaemonContext
 from pvc.daemon.roles.coordinator import CoordinatorRole
 from pvc.daemon.roles.hypervisor import HypervisorRole
 from pvc.daemon.roles.networking import NetworkingRole
+from pvc.daemon.roles.storage import StorageRole
 
 # name -> (role class, does this node run it?)
 ROLES: dict[str, tuple[type, Callable[[DaemonContext], bool]]] = {
     "hypervisor": (HypervisorRole, lambda ctx: True),
     "networking": (NetworkingRole, lambda ctx: ctx.config.networking.enabled),
     "coordinator": (CoordinatorRole, lambda ctx: ctx.config.is_coordinator),
+    "storage": (StorageRole, lambda ctx: bool(ctx.config.storage.ceph.conf)),
 }
 
 
