@@ -207,16 +207,15 @@ class LibvirtHost:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
 
     @staticmethod
-    def remote_is_running(uri: str, uuid: str) -> bool:
-        """Ask another node's libvirt whether it runs a domain (the truth after a failed migration)."""
+    def remote_active_uuids(uri: str) -> set[str]:
+        """Every domain another node's libvirt runs (blocking: call through pvc.daemon.libvirt_peers)."""
         try:
             conn = libvirt.open(uri)
         except libvirt.libvirtError as exc:
             raise LibvirtError(f"cannot reach {uri}: {exc.get_error_message()}") from None
         try:
-            dom = conn.lookupByUUIDString(uuid)
-            return bool(dom.isActive())
-        except libvirt.libvirtError:
-            return False
+            return {d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}
+        except libvirt.libvirtError as exc:
+            raise LibvirtError(f"{uri}: {exc.get_error_message()}") from None
         finally:
             conn.close()

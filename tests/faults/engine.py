@@ -319,6 +319,7 @@ class FaultRun:
         # VMs of the nodes a fault hits right now: the clients aim at them more often.
         self.hot_by_node: dict[str, list[str]] = {}
         self.doubled: dict[str, float] = {}  # VM -> since when it runs twice (watcher)
+        self.flushed_at: dict[str, float] = {}  # node -> when a client last asked it to flush or ready
         self.pvc = pvc_executable()
         self.view: LibvirtView | None = None
         self.events: StartEvents | None = None
@@ -512,6 +513,9 @@ class FaultRun:
             for step, args, wait in steps:
                 if self.stop_ops.is_set():
                     break
+                if step in ("flush", "ready"):
+                    with self.lock:
+                        self.flushed_at[args[2]] = self.now()
                 self.note(who, "pvc " + " ".join(args))
                 res = self.cli(args, WAIT_BOUND if wait else PLAIN_BOUND, client=True)
                 outcome = self.judge(who, step, args, res, wait)
@@ -616,7 +620,14 @@ class FaultRun:
                 self.dev.start_node(n.name, wait=False)
 
     def pick_node(self, rng: random.Random, busy: set[str]) -> str:
-        return rng.choice([n for n in self.nodes if n not in busy] or self.nodes)
+        """Half the time a node a client flushed or readied in the last 15 s (its flush may be
+        running: the fault lands in the middle of it), else any node not hit already."""
+        with self.lock:
+            recent = sorted(n for n, t in self.flushed_at.items() if self.now() - t < 15 and n not in busy)
+        # As many draws whatever the timing, so the seed keeps fixing the later choices.
+        aim, pick = rng.random() < 0.5, rng.random()
+        anyone = rng.choice([n for n in self.nodes if n not in busy] or self.nodes)
+        return recent[int(pick * len(recent))] if aim and recent else anyone
 
     def plan_kill_pvcd(self, rng, busy):
         node, down = self.pick_node(rng, busy), rng.uniform(1, 6)

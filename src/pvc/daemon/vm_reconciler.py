@@ -12,6 +12,7 @@ import time
 
 from pvc import events, store, vm_outcomes
 from pvc.errors import PvcError, Unavailable
+from pvc.daemon import libvirt_peers
 from pvc.libvirt_host import LibvirtError, LibvirtHost
 from pvc.reconcile import Step, decide
 from pvc.schema import Domain, NodeInfo, Paths
@@ -119,7 +120,7 @@ class VmReconciler:
         info = await self.target_info(dom.node)
         if info and info.migration_uri:
             try:
-                there = await asyncio.to_thread(LibvirtHost.remote_is_running, info.migration_uri, dom.uuid)
+                there = await libvirt_peers.runs(info.migration_uri, dom.uuid)
             except LibvirtError:
                 there = True
         if not there:
@@ -284,7 +285,9 @@ class VmReconciler:
             self.role.expect_stop.discard(uuid)
             return why or "still running here after the migration"
         # Gone from here: a live migration that reported failure may still have completed.
-        there = await asyncio.to_thread(LibvirtHost.remote_is_running, target.migration_uri, uuid)
+        # If the target cannot be asked, this raises and the VM is looked at again: a hand-over then
+        # is safe, as the target checks its own libvirt before it starts anything.
+        there = await libvirt_peers.runs(target.migration_uri, uuid)
         await self.role.leaving(uuid)
         self._seen_running.discard(uuid)
         now, seconds = time.time(), round(time.monotonic() - started, 3)
@@ -304,16 +307,8 @@ class VmReconciler:
             await self._do_hand_over(dom, round(time.monotonic() - started, 3), note)
 
     async def find_elsewhere(self, uuid: str) -> str:
-        """The peer whose libvirt runs the domain, asked directly ("" if none does)."""
-        for name in await store.node_names(self.zk):
-            info = await self.target_info(name) if name != self.me else None
-            if info and info.migration_uri:
-                try:
-                    if await asyncio.to_thread(LibvirtHost.remote_is_running, info.migration_uri, uuid):
-                        return name
-                except LibvirtError:
-                    continue
-        return ""
+        """The peer whose libvirt runs the domain ("" if none does)."""
+        return (await libvirt_peers.where_running(self.zk, {uuid}, exclude={self.me}, log=self.log)).get(uuid, "")
 
     async def target_info(self, node: str) -> NodeInfo | None:
         try:
