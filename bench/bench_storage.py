@@ -3,7 +3,8 @@ sparse file; started here with pvc.devcluster.ceph).
 
 Prints the median and p90 of: `pvc storage volume add` (10G), `volume clone` (of a 10G volume with 64 MiB
 written), `snapshot add`, and the Ceph tool each wraps (`rbd create`, `rbd deep cp`, `rbd snap create`)
-so the CLI's own overhead (Python start-up, argument checks, the existence checks) shows.
+so the CLI's own overhead (Python start-up, argument checks, the existence checks) shows, and the CLI's
+cold start alone.
 Run: python -m bench.bench_storage [--rounds N]
 """
 
@@ -66,6 +67,8 @@ def main() -> None:
                     timed([*pvc, "snapshot", "add", POOL, f"v{i}", "s1"], env))
                 results.setdefault("  rbd snap create", []).append(
                     timed([*rbd, "snap", "create", "--no-progress", f"{POOL}/r{i}@s1"], env))
+                results.setdefault("pvc storage --help (CLI cold start, no Ceph call)", []).append(
+                    timed([*pvc, "--help"], env))
             for name, values in results.items():
                 print(summary(name, values))
             print(f"load average at the end: {os.getloadavg()[0]:.1f}")

@@ -291,8 +291,19 @@ async def request_migration(zk: ZK, uuid: str, mode: str, *, target: str = "", s
     return result[0], result[1], source.name
 
 
+def _check_xml_size(name: str, xml: str) -> None:
+    """Said in the VM's terms before anything is written (the adapter would refuse it too)."""
+    from pvc.zk import MAX_REQUEST_BYTES
+
+    size = len(xml.encode())
+    if size > MAX_REQUEST_BYTES - 4096:  # the rest of the request: path, ACL, headers
+        raise InvalidInput(f"VM {name}: its domain XML is {size / 2**20:.1f} MB; "
+                           "ZooKeeper holds at most 1 MB per record")
+
+
 async def define_domain(zk: ZK, spec: DomainSpec, xml: str, *, target: str, selector: str,
                         node_limit: list[str], autostart: bool, migration_method: str) -> Domain:
+    _check_xml_size(spec.name, xml)
     if selector:
         placement.check_selector(selector)
     dom = Domain(
@@ -329,6 +340,7 @@ async def define_domain(zk: ZK, spec: DomainSpec, xml: str, *, target: str, sele
 
 async def modify_domain(zk: ZK, uuid: str, spec: DomainSpec, xml: str) -> Domain:
     dom, version = await read_domain(zk, uuid)
+    _check_xml_size(dom.name, xml)
     if spec.uuid != uuid:
         raise InvalidInput(f"the new XML has UUID {spec.uuid}, VM {dom.name} has {uuid}")
     new = msgspec.structs.replace(

@@ -125,6 +125,7 @@ class Report:
     fault_errors: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     not_converged: list[str] = field(default_factory=list)
+    converged_after: float | None = None  # seconds from every process restored to every invariant holding
     copy_checks: int = 0    # polls of every node's libvirt
     start_checks: int = 0   # other nodes asked at a VM's start (libvirt event)
     phases: dict[str, float] = field(default_factory=dict)
@@ -160,6 +161,10 @@ class Report:
         if self.daemon_log_errors:
             lines.append("daemon log warnings and errors (by event): "
                          + ", ".join(f"{k} {v}" for k, v in self.daemon_log_errors.most_common()))
+        if self.converged_after is not None:
+            lines.append(f"quiescent invariants all held {self.converged_after:.1f} s after every process was restored")
+        elif self.not_converged:
+            lines.append(f"did not converge: {len(self.not_converged)} quiescent invariant(s) still broken")
         lines.append(f"violations: {len(self.violations)}")
         lines.extend(f"  {v}" for v in self.violations)
         return "\n".join(lines)
@@ -897,12 +902,14 @@ class FaultRun:
         return problems
 
     def settle(self) -> None:
-        deadline = time.monotonic() + self.settings.settle_timeout
+        started = time.monotonic()
+        deadline = started + self.settings.settle_timeout
         problems: list[str] = []
         while True:
             problems = self.quiescent_problems()
             if not problems:
-                self.note("settle", "all quiescent invariants hold")
+                self.report.converged_after = time.monotonic() - started
+                self.note("settle", f"all quiescent invariants hold ({self.report.converged_after:.1f} s after restore)")
                 return
             if time.monotonic() > deadline:
                 break

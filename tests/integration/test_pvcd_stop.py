@@ -73,5 +73,5 @@ def test_stops_with_its_libvirtd_gone(one_node):
         assert not is_running(pid)
     finally:
         dev.start_libvirtd("hv1")
-    dev.start_node("hv1")
-    assert one_node.pvc_json("node", "info", "hv1")["daemon_state"] == "run"
+    dev.start_node("hv1")  # and it comes back as usual
+    wait_until(lambda: one_node.pvc_json("node", "info", "hv1")["daemon_state"] == "run", timeout=30)
