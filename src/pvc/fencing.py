@@ -166,7 +166,7 @@ def _wanted_running(dom: Domain) -> bool:
 
 
 def recover_one(dom: Domain, fenced: str, candidates: list[placement.Candidate], default_selector: str,
-                found_on: str = "") -> dict:
+                found_on: str = "", needs_storage: bool = False) -> dict:
     """The changes to one VM record assigned to the fenced (powered-off) node; {} for none.
 
     ``found_on``: a node whose libvirt already runs the VM (a migration that completed just before
@@ -183,7 +183,8 @@ def recover_one(dom: Domain, fenced: str, candidates: list[placement.Candidate],
     if _wanted_running(dom):
         try:
             target = placement.choose_node(candidates, selector=dom.selector or default_selector,
-                                           memory_mib=dom.memory_mib, exclude=fenced, node_limit=dom.node_limit)
+                                           memory_mib=dom.memory_mib, exclude=fenced, node_limit=dom.node_limit,
+                                           needs_storage=needs_storage)
         except PvcError as exc:
             # Never lost: the record stays, with the reason; the operator starts it when a node fits.
             return dict(state="fail", target_node="", libvirt_state="shutoff",
@@ -199,7 +200,7 @@ def recover_one(dom: Domain, fenced: str, candidates: list[placement.Candidate],
 
 def recovery_plan(fenced: str, domains: list[Domain], candidates: list[placement.Candidate],
                   default_selector: str = "mem", running: dict[str, str] | None = None,
-                  daemon_state: str = "fenced") -> dict[str, dict]:
+                  daemon_state: str = "fenced", needs_storage: frozenset[str] = frozenset()) -> dict[str, dict]:
     """uuid -> changes for every VM of the fenced node. Each placement counts against its target's
     memory and VM count before the next one is chosen, so recovered VMs spread out instead of all
     landing on the node that looked emptiest at the start.
@@ -212,7 +213,8 @@ def recovery_plan(fenced: str, domains: list[Domain], candidates: list[placement
     pool = {c.name: c for c in candidates}
     plan: dict[str, dict] = {}
     for dom in sorted(domains, key=lambda d: d.name):
-        changes = recover_one(dom, fenced, list(pool.values()), default_selector, running.get(dom.uuid, ""))
+        changes = recover_one(dom, fenced, list(pool.values()), default_selector, running.get(dom.uuid, ""),
+                              needs_storage=dom.uuid in needs_storage)
         if not changes:
             continue
         plan[dom.uuid] = changes

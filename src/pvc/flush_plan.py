@@ -27,7 +27,9 @@ class Move:
     reason: str = ""  # why target is "" (no eligible node)
 
 
-def plan_flush(domains: list[Domain], me: str, nodes: list[placement.Candidate], default_selector: str) -> list[Move]:
+def plan_flush(domains: list[Domain], me: str, nodes: list[placement.Candidate], default_selector: str,
+               needs_storage: frozenset[str] = frozenset()) -> list[Move]:
+    """``needs_storage``: UUIDs of VMs with RBD disks (they go only to nodes that reach Ceph)."""
     pool = {c.name: c for c in nodes}
     moves = []
     for dom in sorted((d for d in domains if d.node == me and d.state != "disable"), key=lambda d: d.name):
@@ -39,6 +41,7 @@ def plan_flush(domains: list[Domain], me: str, nodes: list[placement.Candidate],
                 memory_mib=dom.memory_mib if live else 0,
                 exclude=me,
                 node_limit=dom.node_limit,
+                needs_storage=dom.uuid in needs_storage,
             )
         except PvcError as exc:
             moves.append(Move(dom.uuid, dom.name, "", live, str(exc)))

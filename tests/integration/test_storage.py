@@ -346,6 +346,11 @@ def test_node_that_cannot_reach_ceph_takes_no_rbd_vm(sc):
         for i in range(3):  # whatever the selector prefers, an RBD VM lands on hv1
             assert define_rbd_vm(sc, f"rbdplace{i}", f"{POOL}/placed")["node"] == "hv1"
         refused(sc, "vm", "migrate", "rbdplace0", "--target", "hv2", match="node hv2 cannot reach Ceph storage")
+        # A flush of hv1 has nowhere to put them (hv2 is the only other node): they stay, with the reason.
+        flush = sc.pvc("node", "flush", "hv1", "--wait", check=False, timeout=120)
+        assert "reaching Ceph storage" in flush.stdout + flush.stderr, (flush.stdout, flush.stderr)
+        assert {sc.vm(f"rbdplace{i}")["node"] for i in range(3)} == {"hv1"}
+        sc.pvc("node", "ready", "hv1", "--wait", timeout=120)
         # A VM without RBD disks still may go there.
         sc.tmp.joinpath("plain.xml").write_text(rbd_vm_xml("plainvm"))
         sc.pvc("vm", "define", str(sc.tmp / "plain.xml"), "--target", "hv1")

@@ -137,3 +137,23 @@ def test_placement_needs_storage():
         choose_node(nodes, selector="mem", memory_mib=64, target="hv2", needs_storage=True)
     with pytest.raises(Conflict, match="reaching Ceph storage"):
         choose_node(nodes, selector="mem", memory_mib=64, exclude="hv1", needs_storage=True)
+
+
+def test_flush_and_recovery_plans_need_storage():
+    from pvc.fencing import recovery_plan
+    from pvc.flush_plan import plan_flush
+    from pvc.schema import Domain
+
+    nodes = [node("hv2", allocated=4000, storage_ok=True), node("hv3")]
+    doms = [Domain(uuid="u-rbd", name="a-rbd", state="start", node="hv1", memory_mib=64),
+            Domain(uuid="u-plain", name="b-plain", state="start", node="hv1", memory_mib=64)]
+    moves = {m.name: m.target for m in plan_flush(doms, "hv1", nodes, "mem", needs_storage=frozenset({"u-rbd"}))}
+    assert moves == {"a-rbd": "hv2", "b-plain": "hv3"}
+    # Nobody reaches Ceph: the RBD VM has nowhere to go, with the reason.
+    blind = [node("hv2"), node("hv3")]
+    (m,) = [m for m in plan_flush(doms, "hv1", blind, "mem", needs_storage=frozenset({"u-rbd"})) if m.name == "a-rbd"]
+    assert m.target == "" and "reaching Ceph storage" in m.reason
+    plan = recovery_plan("hv1", doms, nodes, "mem", needs_storage=frozenset({"u-rbd"}))
+    assert plan["u-rbd"]["node"] == "hv2" and plan["u-plain"]["node"] == "hv3"
+    plan = recovery_plan("hv1", doms, blind, "mem", needs_storage=frozenset({"u-rbd"}))
+    assert plan["u-rbd"]["state"] == "fail" and "reaching Ceph storage" in plan["u-rbd"]["failed_reason"]

@@ -159,7 +159,8 @@ class NodeOperations:
         started = time.monotonic()
         if req.op == "flush":
             nodes = [n.candidate() for n in await store.list_nodes(self.zk)]
-            moves = plan_flush(list(self.hv.records.values()), self.me, nodes, await store.default_selector(self.zk))
+            moves = plan_flush(list(self.hv.records.values()), self.me, nodes, await store.default_selector(self.zk),
+                               needs_storage=await _rbd_vm_uuids(self.zk, self.hv.records))
         else:
             moves = plan_ready(list(self.hv.records.values()), self.me)
         await self._report(total=len(moves), started=time.time())
@@ -231,7 +232,8 @@ class NodeOperations:
         if dom is None:
             return move
         nodes = [n.candidate() for n in await store.list_nodes(self.zk)]
-        replanned = plan_flush([dom], self.me, nodes, await store.default_selector(self.zk))
+        replanned = plan_flush([dom], self.me, nodes, await store.default_selector(self.zk),
+                               needs_storage=await _rbd_vm_uuids(self.zk, [dom.uuid]))
         return replanned[0] if replanned else move
 
     async def _unmovable(self, move: Move) -> None:
@@ -252,3 +254,9 @@ class NodeOperations:
     async def _update(self, uuid: str, change):
         return await self.hv.update(uuid, change)  # None: nothing to change, or undefined meanwhile
 
+
+async def _rbd_vm_uuids(zk, uuids) -> frozenset[str]:
+    """VMs with RBD disks: a flush places them only on nodes that reach Ceph (pvc.storage)."""
+    from pvc.storage.ops import rbd_vm_uuids
+
+    return await rbd_vm_uuids(zk, uuids)

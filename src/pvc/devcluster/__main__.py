@@ -106,18 +106,24 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"pvcd on {args.node} did not exit within 10 s of SIGTERM; killed it")
             print(f"{args.node}: pvcd stopped")
         elif args.command in NODE_VERBS:
+            before = cluster.node(args.node).pvcd_pid
             getattr(cluster, NODE_VERBS[args.command][1])(args.node)
-            print(f"{args.node}: pvcd {args.command}: pid {cluster.node(args.node).pvcd_pid}")
+            now = cluster.node(args.node).pvcd_pid
+            print(f"{args.node}: pvcd {args.command}: pid {now or before}" + ("" if now else " (gone)"))
         elif args.command == "zookeeper":
             if not args.index.isdigit():
                 raise ValueError(f"bad ZooKeeper server index {args.index!r}: expected one of "
                                  + ", ".join(map(str, cluster.zookeeper_indexes)))
             args.index = int(args.index)
+            before = cluster.zookeeper_spec(args.index).pid
             getattr(cluster, f"{args.action}_zookeeper")(args.index)
-            print(f"zookeeper server {args.index}: {args.action}: pid {cluster.zookeeper_spec(args.index).pid}")
+            now = cluster.zookeeper_spec(args.index).pid
+            print(f"zookeeper server {args.index}: {args.action}: pid {now or before}" + ("" if now else " (gone)"))
         elif args.command == "libvirtd":
+            before = cluster.node(args.node).libvirtd_pid
             getattr(cluster, f"{args.action}_libvirtd")(args.node)
-            print(f"{args.node}: libvirtd {args.action}: pid {cluster.node(args.node).libvirtd_pid}")
+            now = cluster.node(args.node).libvirtd_pid
+            print(f"{args.node}: libvirtd {args.action}: pid {now or before}" + ("" if now else " (gone)"))
         else:
             cluster.down()
             print("stopped")

@@ -50,6 +50,15 @@ async def volume_index(zk: ZK) -> dict[str, list[Domain]]:
     return index
 
 
+async def rbd_vm_uuids(zk: ZK, uuids) -> frozenset[str]:
+    """Which of these VMs have RBD disks (placement sends them only to nodes that reach Ceph)."""
+    from pvc.schema import Paths
+
+    uuids = list(uuids)
+    xmls = await zk.get_many(Paths.domain_xml(u) for u in uuids)
+    return frozenset(u for u, xml in zip(uuids, xmls) if xml and rbd_volumes_in_xml(xml.decode(errors="replace")))
+
+
 async def volume_users(zk: ZK, pool: str, name: str) -> list[Domain]:
     """The VMs whose domain XML uses ``pool/name`` as a disk (empty: none)."""
     return (await volume_index(zk)).get(volume_ref(pool, name), [])

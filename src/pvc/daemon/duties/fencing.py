@@ -250,7 +250,8 @@ class FencingDuty:
         wanted = {d.uuid for d in mine if d.state in fencing.RECOVER_STATES}
         running = await self._running_elsewhere([n for n in nodes if n.name != name], wanted)
         plan = fencing.recovery_plan(name, mine, [n.candidate() for n in nodes if n.name != name],
-                                     await store.default_selector(self.zk), running, daemon_state=data.decode())
+                                     await store.default_selector(self.zk), running, daemon_state=data.decode(),
+                                     needs_storage=await _rbd_vm_uuids(self.zk, wanted))
         by_uuid = {d.uuid: d for d in mine}
         count = 0
         for uuid, changes in plan.items():
@@ -319,3 +320,10 @@ def _active_uuids(uri: str) -> set[str]:
         return {d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}
     finally:
         conn.close()
+
+
+async def _rbd_vm_uuids(zk, uuids) -> frozenset[str]:
+    """VMs with RBD disks: recovery places them only on nodes that reach Ceph (pvc.storage)."""
+    from pvc.storage.ops import rbd_vm_uuids
+
+    return await rbd_vm_uuids(zk, uuids)
