@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from pvc.zk import ZK
+from pvc.zk import ZK, NoNode
 
 K = TypeVar("K")
 
@@ -58,6 +58,24 @@ class RecordCache(Generic[K]):
     def put(self, key: K, record: Any, version: int) -> None:
         """Take a record this process just wrote (newer than any watch delivery in flight)."""
         self.records[key], self.versions[key] = record, version
+
+    async def refresh(self, batch: int = 500) -> None:
+        """Read every known record again (after a session loss, when watch deliveries may have been
+        missed): a version newer than the cached one replaces it."""
+        keys = list(self._watches)
+        for i in range(0, len(keys), batch):
+            chunk = keys[i:i + batch]
+            results = await asyncio.gather(*(self.zk.get(self._path(k)) for k in chunk), return_exceptions=True)
+            for key, result in zip(chunk, results):
+                if isinstance(result, NoNode):
+                    self._forget(key)
+                    self._on_change(key)
+                    continue
+                if isinstance(result, BaseException):
+                    raise result
+                data, version = result
+                if version > self.versions.get(key, -1):
+                    self._on_record(key, data, version)
 
     def _on_list(self, children: list[str] | None) -> None:
         current = {k for k in map(self._key, children or ()) if k is not None}

@@ -47,6 +47,10 @@ class VmReconciler:
 
     async def reconcile(self, uuid: str) -> None:
         role = self.role
+        # Cut off from ZooKeeper, or back with a new session but not yet re-read: act on nothing
+        # (VMs keep running as they are; what was asked meanwhile is carried out once back).
+        await self.zk.connected.wait()
+        await role.fresh.wait()
         if uuid in role.unexpected:
             said = role.unexpected[uuid]
             await self._record_unexpected_stop(uuid, *said)

@@ -86,7 +86,10 @@ class DevCluster:
     # -- pieces ------------------------------------------------------------------------------------
 
     def _save(self) -> None:
-        self.state_file.write_text(json.dumps(asdict(self.state), indent=2))
+        # Atomically: a BMC's power holder reads this file while we write it.
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self.state), indent=2))
+        os.replace(tmp, self.state_file)
 
     def zookeeper(self, index: int) -> ZookeeperServer:
         """Server ``index`` (1-based, as in ``server.N``) of the cluster's ensemble."""

@@ -47,6 +47,12 @@ class HypervisorRole:
         self.unexpected: dict[str, tuple[str, str]] = {}
         self._stopped: dict[str, asyncio.Future] = {}
         self._changed: dict[str, asyncio.Event] = {}
+        # Cleared while the ZooKeeper session is lost and until every record was read again after a
+        # new one: no VM step acts on a record that may be stale (watch deliveries were missed).
+        self.fresh = asyncio.Event()
+        self.fresh.set()
+        self.zk.on_session_lost(self.fresh.clear)
+        self.zk.on_session_renewed(self._refresh)
         self.reconciler = VmReconciler(self)
         self.workers: KeyWorkers[str] = KeyWorkers(self.reconciler.reconcile, log=self.log, name="vm",
                                                    transient=(Unavailable, LibvirtError))
@@ -69,6 +75,12 @@ class HypervisorRole:
             finally:
                 self.cache.stop()
                 await self.workers.cancel()
+
+    async def _refresh(self) -> None:
+        await self.cache.refresh()
+        self.fresh.set()
+        for uuid in list(self.records):
+            self.kick(uuid)
 
     def on_libvirt_event(self, uuid: str, event: int, detail: int) -> None:
         if event in (EVENT_STOPPED, EVENT_CRASHED):
