@@ -13,7 +13,7 @@ import msgspec
 
 from pvc import events, fencing, store
 from pvc.errors import Conflict, InvalidInput, NotFound, PvcError
-from pvc.schema import FenceState, Paths
+from pvc.schema import WANTS_RUNNING, FenceState, Paths
 from pvc.zk import ZK, BadVersion, NodeExists, NoNode
 
 
@@ -87,7 +87,7 @@ async def declare_powered_off(zk: ZK, node: str) -> tuple[bool, str]:
             continue  # the primary wrote meanwhile: look again
         except NoNode:
             raise InvalidInput(f"node {node} never finished registering (no domain_state); nothing to fence") from None
-        wanted = sum(1 for d in await store.list_domains(zk) if d.node == node and d.state in fencing.RECOVER_STATES)
+        wanted = sum(1 for d in await store.list_domains(zk) if d.node == node and d.state in WANTS_RUNNING)
         try:  # the fence is written; a missing event-log entry must not report it as failed
             await events.record(zk, "node_fenced", f"node {node} declared powered off by an operator "
                                 "(pvc node fence --confirm-powered-off); its VMs are recovered on other nodes",

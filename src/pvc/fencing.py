@@ -22,8 +22,6 @@ from pvc.schema import WANTS_RUNNING, Domain, FenceState
 
 # A daemon in these states said it was up: losing its presence means it died.
 UP_STATES = ("init", "run", "shutdown")
-# VMs wanted running are recovered on another node.
-RECOVER_STATES = WANTS_RUNNING
 # Fence records that describe an unfinished fence: cleared ("returned") when the daemon comes back.
 OPEN_STATUSES = ("dead", "failed", "fenced")
 
@@ -162,7 +160,7 @@ def is_recovery_note(reason: str) -> bool:
 
 
 def _wanted_running(dom: Domain) -> bool:
-    return dom.state in RECOVER_STATES
+    return dom.state in WANTS_RUNNING
 
 
 def recover_one(dom: Domain, fenced: str, candidates: list[placement.Candidate], default_selector: str,

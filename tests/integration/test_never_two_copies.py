@@ -231,6 +231,9 @@ def test_a_second_copy_made_behind_pvcs_back_is_loud(cluster):
         listing = cluster.pvc("vm", "list")
         assert "two copies" in listing.stderr
         assert "TWO COPIES" in cluster.pvc("vm", "info", name).stdout
+        assert f"TWO COPIES: VM {name} runs on hv2 as well as on its node hv1" in cluster.pvc("cluster", "status").stdout
+        status = cluster.pvc_json("cluster", "status")
+        assert status["vms_running_twice"] == [{"vm": name, "node": "hv1", "also_on": ["hv2"]}]
         log = open(cluster.dev.node("hv2").pvcd_log).read()
         assert "vm_running_on_two_nodes" in log
         loud = [e for e in cluster.pvc_json("event", "list", "-n", "50")
@@ -240,6 +243,7 @@ def test_a_second_copy_made_behind_pvcs_back_is_loud(cluster):
         cluster.virsh("hv2", "destroy", name)
     wait_until(lambda: cluster.vm(name)["duplicate_on"] == [], timeout=20)
     assert "vm_two_copies_resolved" in cluster.pvc("event", "list").stdout
+    assert cluster.pvc_json("cluster", "status")["vms_running_twice"] == []
     assert cluster.where_running(name) == ["hv1"]
     assert cluster.vm(name)["state"] == "start"  # the assigned copy is untouched
     cluster.pvc("vm", "stop", name, "--wait")

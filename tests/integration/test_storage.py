@@ -237,6 +237,8 @@ def test_volume_used_by_a_vm(sc):
     define_rbd_vm(sc, "rbdvm1", f"{POOL}/root1", f"{POOL}/data1", target="hv1")
     assert sc.pvc_json("storage", "volume", "info", POOL, "root1")["used_by"] == "rbdvm1"
     assert volumes(sc)["data1"]["used_by"] == "rbdvm1"
+    # Growing a volume a VM uses is allowed (the VM sees it once its disk is resized live: VM-disk work).
+    assert sc.pvc_json("storage", "volume", "resize", POOL, "data1", "2G")["used_by"] == "rbdvm1"
     assert "rbdvm1" in sc.pvc("storage", "volume", "info", POOL, "data1").stdout
     refused(sc, "storage", "volume", "remove", POOL, "root1", "--yes", match="used by VM rbdvm1")
     refused(sc, "storage", "volume", "rename", POOL, "data1", "data2", match="used by VM rbdvm1")

@@ -46,6 +46,9 @@ def status(output: Output = OUTPUT_OPTION):
             "vms": len(doms),
             "vms_by_state": dict(Counter(d.state for d in doms)),
             "vms_failed": sorted(d.name for d in doms if d.state == "fail"),
+            # VMs libvirt runs on more than one node: must stay empty (docs/operations.md).
+            "vms_running_twice": [{"vm": d.name, "node": d.node, "also_on": d.duplicate_on}
+                                  for d in sorted(doms, key=lambda d: d.name) if d.duplicate_on],
         }
 
     result = run(work)
@@ -55,6 +58,9 @@ def status(output: Output = OUTPUT_OPTION):
     counts = lambda c: ", ".join(f"{n} {k}" for k, n in sorted(c.items())) or "-"  # noqa: E731
     if result["maintenance"]:
         typer.secho(MAINTENANCE_BANNER, bold=True, fg="yellow")
+    for twice in result["vms_running_twice"]:
+        typer.secho(f"TWO COPIES: VM {twice['vm']} runs on {', '.join(twice['also_on'])} as well as on its node "
+                    f"{twice['node']}; stop the wrong copy", bold=True, fg="red")
     typer.echo(f"primary node:  {result['primary_node'] or '-'}")
     typer.echo(f"nodes:         {result['nodes']} ({counts(result['nodes_by_daemon_state'])}; "
                f"{counts(result['nodes_by_domain_state'])})")

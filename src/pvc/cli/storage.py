@@ -237,7 +237,7 @@ def volume_resize(pool: str = POOL, name: str = VOLUME,
 
     _names(pool=pool, volume=name)
     nbytes = _size(size)
-    vol = _run(lambda ceph, _: ops.volume_resize(ceph, pool, name, nbytes, force))
+    vol = _run(lambda ceph, zk: ops.volume_resize(ceph, zk, pool, name, nbytes, force), zk=True)
     _done(output, vol, f"Resized volume {pool}/{name} to {_fmt(vol.size_bytes)}")
 
 

@@ -225,7 +225,8 @@ async def volume_add(ceph: CephClient, pool: str, volume: str, size: int) -> Vol
     return VolumeView(pool=pool, name=volume, size_bytes=size, used_by=None, snapshots=[])
 
 
-async def volume_resize(ceph: CephClient, pool: str, volume: str, size: int, force: bool = False) -> VolumeView:
+async def volume_resize(ceph: CephClient, zk: ZK | None, pool: str, volume: str, size: int,
+                        force: bool = False) -> VolumeView:
     info = await _image_info(ceph, pool, volume)
     current = info.get("size", 0)
     if size < current and not force:
@@ -235,9 +236,7 @@ async def volume_resize(ceph: CephClient, pool: str, volume: str, size: int, for
         await _rbd_image(ceph, pool, volume, "resize", volume_ref(pool, volume), "--size", f"{size}B",
                          "--no-progress", *(["--allow-shrink"] if size < current else []), json_out=False,
                          timeout=max(ceph.timeout, 120))
-    snaps = await ceph.rbd("snap", "ls", volume_ref(pool, volume))
-    return VolumeView(pool=pool, name=volume, size_bytes=size, used_by=None,
-                      snapshots=[s.name for s in parse_snapshots(snaps or [])])
+    return await volume_info(ceph, zk, pool, volume)
 
 
 async def _refuse_if_used(zk: ZK | None, pool: str, volume: str, doing: str, running_only: bool = False) -> None:

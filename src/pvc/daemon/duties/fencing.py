@@ -24,11 +24,12 @@ import time
 import msgspec
 
 from pvc import events, fence_store, fencing, store
+from pvc.daemon import libvirt_peers
 from pvc.daemon.context import DaemonContext
 from pvc.daemon.duties.guard import TeardownGuard
 from pvc.errors import NotFound, PvcError
 from pvc.fencing import Action
-from pvc.schema import Domain, IpmiInfo, Paths
+from pvc.schema import WANTS_RUNNING, Domain, IpmiInfo, Paths
 from pvc.zk import BadVersion, NodeExists, NoNode
 
 CHECK_INTERVAL = 1.0
@@ -247,8 +248,8 @@ class FencingDuty:
             return
         mine = [d for d in await store.list_domains(self.zk) if d.node == name]
         nodes = await store.list_nodes(self.zk)
-        wanted = {d.uuid for d in mine if d.state in fencing.RECOVER_STATES}
-        running = await self._running_elsewhere([n for n in nodes if n.name != name], wanted)
+        wanted = {d.uuid for d in mine if d.state in WANTS_RUNNING}
+        running = await libvirt_peers.where_running(self.zk, wanted, exclude={name}, log=self.log)
         plan = fencing.recovery_plan(name, mine, [n.candidate() for n in nodes if n.name != name],
                                      await store.default_selector(self.zk), running, daemon_state=data.decode(),
                                      needs_storage=await _rbd_vm_uuids(self.zk, wanted))
@@ -292,34 +293,6 @@ class FencingDuty:
             return 1
         self.log.warning("vm_recovery_write_failed", node=name, vm=before.name, error="kept changing")
         return 0
-
-    async def _running_elsewhere(self, nodes: list[store.NodeView], uuids: set[str]) -> dict[str, str]:
-        """uuid -> node, for VMs of the fenced node that another node's libvirt already runs (asked
-        directly: the truth comes from libvirt, never from a record)."""
-        if not uuids:
-            return {}
-        found: dict[str, str] = {}
-        for node in nodes:
-            if not node.migration_uri:
-                continue
-            try:
-                active = await asyncio.wait_for(asyncio.to_thread(_active_uuids, node.migration_uri), 10)
-            except Exception as exc:  # unreachable peer: it cannot be a placement target either
-                self.log.warning("fencing_peer_unreachable", peer=node.name, error=str(exc) or type(exc).__name__)
-                continue
-            for uuid in active & uuids:
-                found.setdefault(uuid, node.name)
-        return found
-
-
-def _active_uuids(uri: str) -> set[str]:
-    import libvirt
-
-    conn = libvirt.open(uri)
-    try:
-        return {d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}
-    finally:
-        conn.close()
 
 
 async def _rbd_vm_uuids(zk, uuids) -> frozenset[str]:
