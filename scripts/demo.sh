@@ -2,9 +2,18 @@
 # Install what is needed, start a local 3-node pvc cluster on a real ZooKeeper and real libvirt
 # (one libvirtd per node), define and start sample VMs, and show the cluster.
 # `demo.sh --hypervisor qemu` boots real tiny guests under QEMU instead of libvirt's test driver.
+# `--storage ceph` also starts a real Ceph cluster; with qemu, each guest then boots with an RBD
+# volume as its disk (vms/demoN) and writes to it every second (see `pvc vm log demoN`).
 set -euo pipefail
 hypervisor=test
-if [ "${1:-}" = "--hypervisor" ]; then hypervisor="${2:?--hypervisor test|qemu}"; fi
+storage=none
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --hypervisor) hypervisor="${2:?--hypervisor test|qemu}"; shift 2 ;;
+    --storage) storage="${2:?--storage none|ceph}"; shift 2 ;;
+    *) echo "usage: demo.sh [--hypervisor test|qemu] [--storage none|ceph]" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
 export PATH="$PWD/.venv/bin:$PATH"
@@ -13,12 +22,25 @@ workdir="$PWD/.demo"
 if [ -f "$workdir/cluster.json" ]; then
   python -m pvc.devcluster down --workdir "$workdir" >/dev/null 2>&1 || true
 fi
-zk_line=$(python -m pvc.devcluster up --nodes 3 --workdir "$workdir" --hypervisor "$hypervisor" | tail -n 1)
+up_out=$(python -m pvc.devcluster up --nodes 3 --workdir "$workdir" --hypervisor "$hypervisor" --storage "$storage")
+zk_line=$(echo "$up_out" | tail -n 1)
 export "$zk_line"
+ceph_line=""
+if [ "$storage" = ceph ]; then
+  ceph_line=$(echo "$up_out" | grep '^PVC_CEPH_CONF=')
+  # shellcheck disable=SC2086
+  export $ceph_line
+  pvc storage pool add vms --pgs 8 --replicas 1
+fi
 
 for i in 1 2 3 4; do
   if [ "$hypervisor" = qemu ]; then
-    python -m pvc.devcluster sample-vm "demo$i" --workdir "$workdir" > "$workdir/demo$i.xml"
+    volume=()
+    if [ "$storage" = ceph ]; then
+      pvc storage volume add vms "demo$i" 64M >/dev/null
+      volume=(--volume "vms/demo$i")
+    fi
+    python -m pvc.devcluster sample-vm "demo$i" --workdir "$workdir" "${volume[@]}" > "$workdir/demo$i.xml"
   else
   cat > "$workdir/demo$i.xml" <<XML
 <domain type='test'>
@@ -47,7 +69,7 @@ cat <<TXT
 
 The cluster is running. To use it:
   source .venv/bin/activate
-  export $zk_line
+  export $zk_line $ceph_line
   pvc vm info demo1            # or: pvc vm stop demo1 --wait, pvc vm start demo4 --wait, pvc node info hv2 ...
   pvc vm migrate demo1 --wait  # with --hypervisor qemu: live, while \`pvc vm log demo1 -f\` keeps printing
   python -m pvc.devcluster info --workdir .demo

@@ -29,6 +29,7 @@ class Step(Enum):
     RECORD_STOPPED = "record_stopped"    # state=shutdown already off -> stop; libvirt_state shutoff
     FOREIGN = "foreign"              # runs here but is assigned elsewhere: report, never kill
     CLEAR_DUPLICATE = "clear_duplicate"  # the record lists this node as running a copy; it does not
+    UPDATE_DISKS = "update_disks"    # runs here; its stored XML's RBD disks changed: attach/detach live
 
 
 def decide(dom: Domain, me: str, running_here: bool, seen_running_here: bool = False) -> Step:
@@ -43,7 +44,9 @@ def decide(dom: Domain, me: str, running_here: bool, seen_running_here: bool = F
     if state == "start":
         if not running_here:
             return Step.RECORD_LOST if seen_running_here else Step.START
-        return Step.NOTHING if dom.libvirt_state == "running" else Step.RECORD_RUNNING
+        if dom.libvirt_state != "running":
+            return Step.RECORD_RUNNING
+        return Step.UPDATE_DISKS if dom.disk_changes else Step.NOTHING
     if state == "restart":
         return Step.RESTART if running_here else Step.START
     if state == "migrate":

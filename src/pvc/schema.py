@@ -75,6 +75,11 @@ class Domain(Record):
     last_migration: Migration | None = None
     # Nodes whose libvirt runs this VM although it is assigned to ``node``: must stay empty.
     duplicate_on: list[str] = []
+    # The RBD volumes (POOL/VOLUME) its stored XML names as disks; set whenever the XML is written.
+    volumes: list[str] = []
+    # `pvc vm volume add|remove` requests on a VM that runs (or is asked to) that its node has not
+    # yet applied to the running domain (attach/detach); the node sets it back to 0.
+    disk_changes: int = 0
 
 
 class Event(Record):
@@ -229,6 +234,9 @@ class FenceState(Record):
     fenced_at: float = 0.0
     recovered_at: float = 0.0
     recovered_vms: int = 0  # VM records changed by the recovery
+    # Ceph client addresses of this node blocklisted before its VMs were recovered (``ceph osd
+    # blocklist add``); removed, and the list emptied, once the node is back and ready.
+    blocklisted: list[str] = []
     by: str = ""  # the primary that wrote this (or "operator")
 
 

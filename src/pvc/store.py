@@ -301,6 +301,13 @@ def _check_xml_size(name: str, xml: str) -> None:
                            "ZooKeeper holds at most 1 MB per record")
 
 
+def _volumes(xml: str) -> list[str]:
+    """The RBD volumes the XML names (the record's ``volumes``: `pvc vm info` shows them)."""
+    from pvc.storage.model import rbd_volumes_in_xml
+
+    return rbd_volumes_in_xml(xml)
+
+
 async def define_domain(zk: ZK, spec: DomainSpec, xml: str, *, target: str, selector: str,
                         node_limit: list[str], autostart: bool, migration_method: str) -> Domain:
     _check_xml_size(spec.name, xml)
@@ -310,6 +317,7 @@ async def define_domain(zk: ZK, spec: DomainSpec, xml: str, *, target: str, sele
         uuid=spec.uuid, name=spec.name, memory_mib=spec.memory_mib, vcpus=spec.vcpus,
         node_limit=node_limit, selector=selector, autostart=autostart,
         migration_method=migration_method, console_log_file=spec.console_log_file,
+        volumes=_volumes(xml),
     )
     names = await node_names(zk)
     for n in [*node_limit, target]:
@@ -344,7 +352,8 @@ async def modify_domain(zk: ZK, uuid: str, spec: DomainSpec, xml: str) -> Domain
     if spec.uuid != uuid:
         raise InvalidInput(f"the new XML has UUID {spec.uuid}, VM {dom.name} has {uuid}")
     new = msgspec.structs.replace(
-        dom, name=spec.name, memory_mib=spec.memory_mib, vcpus=spec.vcpus, console_log_file=spec.console_log_file
+        dom, name=spec.name, memory_mib=spec.memory_mib, vcpus=spec.vcpus, console_log_file=spec.console_log_file,
+        volumes=_volumes(xml),
     )
     ops: list[tuple] = [("set", Paths.domain(uuid), new.encode(), version), ("set", Paths.domain_xml(uuid), xml.encode())]
     if spec.name != dom.name:

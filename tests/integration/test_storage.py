@@ -344,9 +344,9 @@ def test_node_that_cannot_reach_ceph_takes_no_rbd_vm(sc):
     sc.dev.start_node("hv2")
     try:
         wait_until(lambda: sc.pvc_json("node", "info", "hv2")["storage"].startswith("unreachable"), timeout=60)
-        sc.pvc("storage", "volume", "add", POOL, "placed", "64M")
         for i in range(3):  # whatever the selector prefers, an RBD VM lands on hv1
-            assert define_rbd_vm(sc, f"rbdplace{i}", f"{POOL}/placed")["node"] == "hv1"
+            sc.pvc("storage", "volume", "add", POOL, f"placed{i}", "64M")
+            assert define_rbd_vm(sc, f"rbdplace{i}", f"{POOL}/placed{i}")["node"] == "hv1"
         refused(sc, "vm", "migrate", "rbdplace0", "--target", "hv2", match="node hv2 cannot reach Ceph storage")
         # A flush of hv1 has nowhere to put them (hv2 is the only other node): they stay, with the reason.
         flush = sc.pvc("node", "flush", "hv1", "--wait", check=False, timeout=120)
@@ -365,8 +365,8 @@ def test_node_that_cannot_reach_ceph_takes_no_rbd_vm(sc):
     wait_until(lambda: sc.pvc_json("node", "info", "hv2")["storage"] == "ok", timeout=60)
     for i in range(3):
         sc.pvc("vm", "undefine", f"rbdplace{i}")
+        sc.pvc("storage", "volume", "remove", POOL, f"placed{i}", "--yes")
     sc.pvc("vm", "undefine", "plainvm")
-    sc.pvc("storage", "volume", "remove", POOL, "placed", "--yes")
 
 
 def test_down_stops_ceph(sc):

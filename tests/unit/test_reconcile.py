@@ -133,20 +133,24 @@ def test_unassigned_vm_running_here_is_foreign():
 KILLING = {Step.DESTROY, Step.SHUTDOWN, Step.DISABLE, Step.RESTART, Step.MIGRATE}
 ALL_INPUTS = list(itertools.product(
     [*VM_STATES, "bogus"], (ME, OTHER, ""), (True, False), LIBVIRT_STATES, ("", ME, OTHER, THIRD),
-    (True, False), ((), (ME,), (OTHER,)),
+    (True, False), ((), (ME,), (OTHER,)), (0, 1),
 ))
 
 
-def _dom(state, node, lv, target, dup):
+def _dom(state, node, lv, target, dup, disk_changes=0):
     d = dom(state, node=node, libvirt_state=lv, target_node=target)
     d.duplicate_on = list(dup)
+    d.disk_changes = disk_changes
     return d
 
 
 def test_invariants_over_every_input():
-    for state, node, running, lv, target, seen, dup in ALL_INPUTS:
-        step = decide(_dom(state, node, lv, target, dup), ME, running, seen)
-        ctx = (state, node, running, lv, target, seen, dup, step)
+    for state, node, running, lv, target, seen, dup, changes in ALL_INPUTS:
+        step = decide(_dom(state, node, lv, target, dup, changes), ME, running, seen)
+        ctx = (state, node, running, lv, target, seen, dup, changes, step)
+        # live disk changes only on a VM that runs here as recorded, with changes pending
+        if step is Step.UPDATE_DISKS:
+            assert node == ME and running and state == "start" and lv == "running" and changes, ctx
         assert isinstance(step, Step), ctx
         # never act on a VM assigned elsewhere, beyond reporting it
         if node != ME:
@@ -173,8 +177,8 @@ def test_invariants_over_every_input():
 
 def test_every_step_is_reachable():
     seen = {
-        decide(_dom(state, node, lv, target, dup), ME, running, was)
-        for state, node, running, lv, target, was, dup in ALL_INPUTS
+        decide(_dom(state, node, lv, target, dup, changes), ME, running, was)
+        for state, node, running, lv, target, was, dup, changes in ALL_INPUTS
     }
     assert seen == set(Step)
 

@@ -10,6 +10,7 @@ import typer
 from pvc.cli.common import OUTPUT_OPTION, Output, fail, print_json, print_table, run, state_style
 
 app = typer.Typer(help="Manage virtual machines.", no_args_is_help=True)
+app.add_typer(__import__("pvc.cli.vm_volume", fromlist=["app"]).app, name="volume")
 
 WAIT = typer.Option(False, "--wait", "-w", help="Return only when the VM reached the state (non-zero exit with the reason if not).")
 
@@ -45,6 +46,7 @@ def define(
 
     async def work(zk):
         spec = parse_domain_xml(xml)
+        await _check_volumes(zk, xml, spec.uuid)
         limit = [n for n in node_limit.split(",") if n]
         dom = await store.define_domain(zk, spec, xml, target=target, selector=selector, node_limit=limit,
                                         autostart=autostart, migration_method=migration_method)
@@ -57,6 +59,16 @@ def define(
     if warning:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"Defined VM {dom.name} ({dom.uuid}) on node {dom.node}" + (", starting" if start else ""))
+
+
+async def _check_volumes(zk, xml: str, uuid: str) -> None:
+    """RBD disks: the volumes exist and no other VM uses them (pvc.storage.vm_volumes)."""
+    if "rbd" not in xml:
+        return
+    from pvc.cli.vm_volume import ceph_from_env
+    from pvc.storage.vm_volumes import check_definition
+
+    await check_definition(zk, ceph_from_env(required=False), xml, uuid)
 
 
 async def _console_log_warning(zk, dom) -> str:
@@ -90,6 +102,7 @@ def modify(vm: str = typer.Argument(..., help="VM name or UUID"), file: Path = t
     async def work(zk):
         spec = parse_domain_xml(xml)
         uuid = await store.resolve_domain(zk, vm)
+        await _check_volumes(zk, xml, uuid)
         return await store.modify_domain(zk, uuid, spec, xml)
 
     dom = run(work)
@@ -97,9 +110,21 @@ def modify(vm: str = typer.Argument(..., help="VM name or UUID"), file: Path = t
 
 
 @app.command()
-def undefine(vm: str = typer.Argument(..., help="VM name or UUID")):
-    """Remove a stopped VM from the cluster."""
+def undefine(vm: str = typer.Argument(..., help="VM name or UUID"),
+             delete_volumes: bool = typer.Option(False, "--delete-volumes",
+                                                 help="Also remove the VM's RBD volumes (and their snapshots).")):
+    """Remove a stopped VM from the cluster (its RBD volumes stay unless --delete-volumes)."""
     from pvc import store
+
+    if delete_volumes:
+        from pvc.cli.vm_volume import ceph_from_env
+        from pvc.storage.vm_volumes import undefine as undefine_with_volumes
+
+        ceph = ceph_from_env(required=False)
+        dom, removed = run(lambda zk: undefine_with_volumes(zk, ceph, vm, True))
+        typer.echo(f"Undefined VM {dom.name} ({dom.uuid})"
+                   + (f"; removed volumes {', '.join(removed)}" if removed else "; it had no volumes to remove"))
+        return
 
     async def work(zk):
         return await store.undefine_domain(zk, await store.resolve_domain(zk, vm))

@@ -12,7 +12,7 @@ import time
 
 from pvc import events, store, vm_outcomes
 from pvc.errors import PvcError, Unavailable
-from pvc.daemon import libvirt_peers
+from pvc.daemon import libvirt_peers, vm_disks
 from pvc.libvirt_host import LibvirtError, LibvirtHost
 from pvc.reconcile import Step, decide
 from pvc.schema import Domain, NodeInfo, Paths
@@ -150,6 +150,7 @@ class VmReconciler:
     async def _do_start(self, dom: Domain) -> None:
         try:
             xml = await store.read_xml(self.zk, dom.uuid)
+            xml = vm_disks.for_this_node(xml, self.ctx.config.storage.ceph, self.me)  # RBD: monitors, auth
             # QEMU takes seconds to start or kill a guest: off the loop, or ZooKeeper sessions expire.
             await asyncio.to_thread(self.host.start, xml)
         except (LibvirtError, PvcError, OSError) as exc:
@@ -166,6 +167,9 @@ class VmReconciler:
             self.log.warning("vm_undefined_while_starting", vm=dom.name)
             self.role.expect_stop.add(dom.uuid)
             await asyncio.to_thread(self.host.destroy, dom.uuid)
+
+    async def _do_update_disks(self, dom: Domain) -> None:
+        await vm_disks.update_live(self, dom)  # `pvc vm volume add|remove` on a running VM
 
     async def _do_record_running(self, dom: Domain) -> None:
         await self.update(dom.uuid, lambda d: vm_outcomes.started(d, self.me, self.host.state(d.uuid)))

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("name")
     sample.add_argument("--workdir", required=True, help="the cluster whose console log directory the guest logs to")
     sample.add_argument("--memory", type=int, default=128, help="MiB (default: 128)")
+    sample.add_argument("--volume", default="", help="POOL/VOLUME: an RBD disk (vda) the guest writes to every second")
     for verb, (text, _) in NODE_VERBS.items():
         p = sub.add_parser(verb, help=text)
         p.add_argument("node")
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             # Without a cluster yet, the directory a qemu-mode cluster in this workdir will use.
             console = Path(cluster.state.nodes[0].console_log_directory) \
                 if cluster.state and cluster.state.nodes else cluster.workdir / "console"
-            print(domain_xml(args.name, console, memory_mib=args.memory), end="")
+            print(domain_xml(args.name, console, memory_mib=args.memory, volume=args.volume), end="")
         elif args.command == "stop":
             cluster.running_pvcd_pid(args.node)  # not running: say so
             if not cluster.stop_node(args.node):

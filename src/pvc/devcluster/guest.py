@@ -1,7 +1,8 @@
 """The tiny real guest for qemu-mode dev clusters, tests and benchmarks.
 
 ``scripts/build-guest.sh`` builds it from Debian packages (a Debian kernel, an initramfs of static
-busybox whose init prints ``pvc-guest tick N`` every second and powers off on an ACPI shutdown);
+busybox whose init prints ``pvc-guest tick N`` every second and powers off on an ACPI shutdown;
+with a virtio disk it writes a numbered block to it every second and checks it: ``DISK_LINE``);
 this module builds it once into a cache shared by every cluster and writes its domain XML.
 
 Shutdown: libvirt's default shutdown is an ACPI power-button press. Busybox's acpid powers the
@@ -24,6 +25,16 @@ from xml.sax.saxutils import escape, quoteattr
 BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "build-guest.sh"
 QEMU = "/usr/bin/qemu-system-x86_64"
 TICK = "pvc-guest tick "  # each console line the guest prints once a second ends with its number
+# With a disk (/dev/vda), after each tick: "pvc-guest disk N md5 SUM ok" (block N written with
+# conv=fsync, read back and the block before it still intact) or "... BAD: why"; at boot, over what
+# an earlier boot wrote: "pvc-guest disk verified blocks A-B of an earlier boot: ok" (or BAD).
+DISK_LINE = "pvc-guest disk "
+DISK_RING = 1024  # block n lives in sector 1 + (n - 1) % DISK_RING; sector 0 says the last n
+
+
+def disk_block(n: int) -> bytes:
+    """What the guest writes as block ``n`` (so a test can check the volume from outside)."""
+    return f"pvc-guest disk block {n}\n".encode().ljust(512, b"\0")
 
 
 @dataclass(frozen=True)
@@ -70,9 +81,16 @@ def ensure_guest(directory: Path | None = None) -> Guest:
 
 
 def domain_xml(name: str, console_log_directory: str | Path, uuid: str | None = None,
-               memory_mib: int = 128, guest: Guest | None = None) -> str:
-    """A libvirt domain booting the guest under QEMU software emulation (KVM guests hang here)."""
+               memory_mib: int = 128, guest: Guest | None = None, volume: str = "") -> str:
+    """A libvirt domain booting the guest under QEMU software emulation (KVM guests hang here).
+    ``volume`` (POOL/VOLUME): an RBD disk as vda, written as pvc wants it (no monitors, no auth:
+    the node that starts it fills them in), which the guest writes to every second."""
     guest = guest or ensure_guest()
+    disk = ""
+    if volume:
+        from pvc.storage.disks import disk_element
+
+        disk = "\n    " + disk_element(volume, "vda")
     uuid = uuid or str(uuidlib.uuid4())
     log = Path(console_log_directory).absolute() / f"{name}.log"
     # append='on': an incoming migration reopens the log, and 'off' would truncate it there.
@@ -91,7 +109,7 @@ def domain_xml(name: str, console_log_directory: str | Path, uuid: str | None = 
   <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
   <devices>
-    <emulator>{QEMU}</emulator>
+    <emulator>{QEMU}</emulator>{disk}
     <serial type='pty'>
       <target port='0'/>
       <log file={quoteattr(str(log))} append='on'/>

@@ -30,6 +30,7 @@ from pvc.daemon.duties.guard import TeardownGuard
 from pvc.errors import NotFound, PvcError
 from pvc.fencing import Action
 from pvc.schema import WANTS_RUNNING, Domain, IpmiInfo, Paths
+from pvc.storage.disks import unblock_due
 from pvc.zk import BadVersion, NodeExists, NoNode
 
 CHECK_INTERVAL = 1.0
@@ -83,7 +84,7 @@ class FencingDuty:
                 gone_since.clear()
             await asyncio.sleep(CHECK_INTERVAL)
 
-    KEYS = ("alive", "daemon_state", "fence", "ipmi")
+    KEYS = ("alive", "daemon_state", "fence", "ipmi", "domain_state")
 
     async def _check(self, gone_since: dict[str, float]) -> None:
         names = [n for n in await store.node_names(self.zk) if n != self.ctx.node]
@@ -91,8 +92,9 @@ class FencingDuty:
                                          *(Paths.node_key(n, k) for n in names for k in self.KEYS)])
         maintenance = values[0] == b"true"
         now, mono = time.time(), time.monotonic()
+        step = len(self.KEYS)
         for i, name in enumerate(names):
-            alive, state, fence, ipmi = values[1 + 4 * i: 5 + 4 * i]
+            alive, state, fence, ipmi, domain_state = values[1 + step * i: 1 + step * (i + 1)]
             alive, state, fence = alive is not None, (state or b"").decode(), fence_store.decode(fence)
             if alive:
                 gone_since.pop(name, None)
@@ -100,6 +102,9 @@ class FencingDuty:
                 # Unknown since when (e.g. just after a takeover): count from the first time we saw it gone.
                 gone_since.setdefault(name, mono)
             if name in self._jobs and not self._jobs[name].done():
+                continue
+            if unblock_due(alive, state, (domain_state or b"").decode(), fence.blocklisted):
+                self._spawn(name, self._unblock(name, fence.blocklisted))
                 continue
             decision = fencing.decide(
                 name, alive=alive, daemon_state=state, fence=fence, now=now, maintenance=maintenance,
@@ -253,6 +258,9 @@ class FencingDuty:
         plan = fencing.recovery_plan(name, mine, [n.candidate() for n in nodes if n.name != name],
                                      await store.default_selector(self.zk), running, daemon_state=data.decode(),
                                      needs_storage=await _rbd_vm_uuids(self.zk, wanted))
+        # Before any VM starts elsewhere: cut the node's Ceph clients off its VMs' volumes (not those
+        # of VMs found running elsewhere: their watchers are that live QEMU).
+        await self._cut_off_disks(name, [d for d in mine if d.uuid not in running])
         by_uuid = {d.uuid: d for d in mine}
         count = 0
         for uuid, changes in plan.items():
@@ -263,6 +271,51 @@ class FencingDuty:
             count += applied
         await self._update_record(name, lambda f: fencing.recovered(f, count, time.time(), self.ctx.node))
         log.warning("node_recovered", vms=count)
+
+    def _ceph(self):
+        from pvc.storage.ceph import CephClient
+
+        cfg = self.ctx.config.storage.ceph
+        return CephClient(cfg.conf, cfg.client, cfg.keyring, max(cfg.check_timeout, 10)) if cfg.conf else None
+
+    async def _cut_off_disks(self, name: str, domains: list[Domain]) -> None:
+        """Blocklist the fenced node's Ceph clients on its VMs' RBD volumes and release their
+        exclusive locks (pvc.storage.vm_volumes); the addresses go into its fence record, to be
+        removed when the node is back and ready. Without Ceph here, or if Ceph fails, recovery goes
+        on (the node is confirmed off; librbd breaks a dead client's lock itself after ~30 s)."""
+        from pvc.storage import vm_volumes
+
+        refs = await vm_volumes.fenced_volumes(self.zk, domains)
+        if not refs:
+            return
+        ceph = self._ceph()
+        if ceph is None:
+            self.log.warning("fence_blocklist_skipped", node=name, reason="no storage.ceph on this coordinator")
+            return
+        try:
+            addrs = await vm_volumes.blocklist_clients(ceph, refs)
+        except PvcError as exc:
+            self.log.error("fence_blocklist_failed", node=name, error=str(exc))
+            await self._event("fence_blocklist_failed", name, f"node {name}: blocklisting its Ceph clients failed "
+                              f"({exc}); recovering its VMs anyway (the node is confirmed off)", "error")
+            return
+        if addrs:
+            self.log.warning("fence_blocklisted", node=name, clients=addrs, volumes=refs)
+            await self._event("fence_blocklisted", name, f"node {name}: Ceph client(s) {', '.join(addrs)} "
+                              f"blocklisted and their locks released on {', '.join(refs)}")
+            await self._update_record(name, lambda f: msgspec.structs.replace(
+                f, blocklisted=sorted(set(f.blocklisted) | set(addrs))))
+
+    async def _unblock(self, name: str, addrs: list[str]) -> None:
+        """The node is back and ready: its blocklist entries go."""
+        from pvc.storage import vm_volumes
+
+        ceph = self._ceph()
+        if ceph is not None:
+            await vm_volumes.unblocklist(ceph, addrs)
+        await self._update_record(name, lambda f: msgspec.structs.replace(
+            f, blocklisted=[a for a in f.blocklisted if a not in addrs]))
+        self.log.info("fence_unblocklisted", node=name, clients=addrs)
 
     async def _apply(self, name: str, before: Domain, changes: dict, state_version: int) -> int | None:
         """Write one VM's recovery: 1 if written, 0 if obsolete, None if the node is no longer fenced."""
