@@ -21,6 +21,7 @@ from pvc.devcluster.bmc import _EMU, _LAN_CONF, PASSWORD, USERNAME
 from pvc.devcluster.proc import free_port, free_udp_port, is_running
 from pvc.fencing import retry_delay
 from tests.conftest import running_cluster, wait_until
+from tests.integration.fencing_support import hosts_of, ipmi, others, truth
 
 pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v ipmi_sim && command -v ipmitool"],
                                                capture_output=True).returncode != 0,
@@ -29,14 +30,7 @@ pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v ipmi_sim
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    for c in running_cluster(tmp_path_factory, 3, fencing=True):
-        # A BMC's power holder can die at power-on reading cluster.json while `up` rewrites it; its
-        # chassis then reads "off" while the node runs. Power such a chassis on (its libvirtd is up).
-        for name in c.nodes:
-            if "off" in ipmi(c, name, "chassis", "power", "status"):
-                ipmi(c, name, "chassis", "power", "on")
-            wait_until(lambda: "on" in ipmi(c, name, "chassis", "power", "status"), timeout=10)
-        yield c
+    yield from running_cluster(tmp_path_factory, 3, fencing=True)
 
 
 # -- looking -------------------------------------------------------------------------------------------
@@ -52,37 +46,6 @@ def fence(cluster, name: str) -> dict:
 
 def primary(cluster) -> str:
     return next(n["name"] for n in cluster.pvc_json("node", "list") if n["coordinator_state"] == "primary")
-
-
-def others(cluster) -> list[str]:
-    return [n["name"] for n in cluster.pvc_json("node", "list") if n["coordinator_state"] != "primary"]
-
-
-def truth(cluster) -> dict[str, set[str]]:
-    """libvirt's truth on every node whose libvirtd is up (a powered-off node runs nothing)."""
-    found = {}
-    for n in cluster.nodes:
-        for attempt in range(3):  # a libvirtd being powered off refuses connections before it exits
-            proc = cluster.virsh(n, "list", "--name", check=False)
-            if proc.returncode == 0:
-                found[n] = {line.strip() for line in proc.stdout.splitlines() if line.strip()}
-                break
-            if not cluster.dev.libvirtd(cluster.dev.node(n)).pid:
-                break
-            if attempt == 2:
-                raise AssertionError(f"virsh on {n}: {proc.stderr.strip()}")
-            time.sleep(0.5)
-    return found
-
-
-def hosts_of(cluster, vm: str) -> list[str]:
-    return [n for n, names in truth(cluster).items() if vm in names]
-
-
-def ipmi(cluster, name: str, *command: str) -> str:
-    port = cluster.dev.node(name).ipmi_port
-    return subprocess.run(["ipmitool", "-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p", str(port), "-U", USERNAME,
-                           "-P", PASSWORD, *command], capture_output=True, text=True, timeout=30).stdout
 
 
 def fencing_config(cluster) -> dict:
