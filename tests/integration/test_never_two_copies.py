@@ -261,3 +261,29 @@ def test_a_vm_destroyed_with_virsh_is_recorded_and_never_restarted(cluster):
     cluster.pvc("vm", "migrate", name, "--target", "hv2", "--wait")
     assert cluster.where_running(name) == []
     assert cluster.vm(name)["state"] == "stop"
+
+
+@pytest.mark.parametrize("how", ["kill", "sigterm"])
+def test_ready_leaves_a_vm_whose_node_cannot_confirm_it_off(cluster, how):
+    name = f"rd-{how}"
+    cluster.define(name, node="hv1", start=True)
+    cluster.pvc("vm", "migrate", name, "--target", "hv3", "--wait")
+    with CopyWatch(cluster, [name]):
+        if how == "kill":
+            cluster.dev.kill_node("hv3")
+            wait_until(lambda: not alive(cluster, "hv3"), timeout=30)
+        else:
+            cluster.dev.stop_node("hv3", signal.SIGTERM)
+        try:
+            cluster.pvc("vm", "shutdown", name)  # recorded; hv3 cannot carry it out
+            proc = cluster.pvc("node", "ready", "hv1", "--wait", check=False)
+            assert proc.returncode != 0 and f"{name}: not moved: the daemon on node hv3 is" in proc.stderr, proc.stderr
+            info = cluster.vm(name)
+            assert (info["node"], info["previous_node"], info["target_node"]) == ("hv3", "hv1", "")
+            assert cluster.where_running(name) == ["hv3"]
+        finally:
+            cluster.dev.start_node("hv3")
+        wait_until(lambda: cluster.vm(name)["state"] == "stop" and cluster.where_running(name) == [], timeout=30)
+        cluster.pvc("node", "ready", "hv1", "--wait")  # now it comes home, off
+        info = cluster.vm(name)
+        assert (info["node"], info["state"]) == ("hv1", "stop") and cluster.where_running(name) == []

@@ -188,3 +188,29 @@ def test_decide_updates_disks_of_a_running_vm_only():
     migrating = Domain(uuid="u", name="v", node="hv1", state="migrate", target_node="hv2",
                        libvirt_state="running", disk_changes=1)
     assert decide(migrating, "hv1", running_here=True) is Step.MIGRATE
+
+
+# -- fencing -------------------------------------------------------------------------------------------------
+
+
+def test_fence_plan_blocklists_watchers_and_lock_holders_then_breaks_their_locks():
+    a, b = "10.0.0.5:0/1234", "10.0.0.5:0/5678"
+    statuses = {"vms/root": {"watchers": [{"address": a, "client": 4130, "cookie": 1}]},
+                "vms/data": {"watchers": []}, "vms/gone": None}
+    locks = {"vms/root": [{"id": "auto 1", "locker": "client.4130", "address": a}],
+             "vms/data": [{"id": "auto 9", "locker": "client.4200", "address": b}], "vms/gone": None}
+    addrs, to_remove = disks.fence_plan(statuses, locks)
+    assert addrs == [a, b]
+    assert to_remove == [("vms/root", "auto 1", "client.4130"), ("vms/data", "auto 9", "client.4200")]
+    assert disks.fence_plan({"vms/x": {"watchers": []}}, {"vms/x": []}) == ([], [])
+
+
+@pytest.mark.parametrize("alive, daemon_state, domain_state, blocklisted, due", [
+    (True, "run", "ready", ["a"], True),
+    (True, "run", "flushed", ["a"], False),  # back, but not yet readied by the operator
+    (False, "fenced", "flushed", ["a"], False),
+    (True, "init", "ready", ["a"], False),
+    (True, "run", "ready", [], False),
+])
+def test_unblock_due(alive, daemon_state, domain_state, blocklisted, due):
+    assert disks.unblock_due(alive, daemon_state, domain_state, blocklisted) is due

@@ -195,10 +195,17 @@ class NodeOperations:
             request = lambda d: vm_outcomes.flush_away(d, self.me, move.target)  # noqa: E731
         else:
             request = lambda d: vm_outcomes.come_home(d, self.me)  # noqa: E731
+            dom = self.hv.records.get(move.uuid)
+            source = await store.get_node(self.zk, dom.node) if dom else None
+            if source and source.daemon_state not in ("run", "init"):
+                # Only that node's libvirt can say the VM is off or move it: nothing is asked.
+                why = f"the daemon on node {source.name} is {source.daemon_state}"
+                await self._report(failed=[*self._progress.failed, FailedVM(move.name, why)])
+                return
         asked = await self._update(move.uuid, request)
         if asked is None:  # changed since the plan (undefined, disabled, moved, busy): nothing asked
             dom = self.hv.records.get(move.uuid)
-            why = f"not moved: it is now {dom.state} on {dom.node}" if dom else "not moved: undefined meanwhile"
+            why = f"it is now {dom.state} on {dom.node}" if dom else "undefined meanwhile"
             if not cancel.is_set():
                 await self._report(failed=[*self._progress.failed, FailedVM(move.name, why)])
             return
@@ -209,7 +216,7 @@ class NodeOperations:
         outcome = await self.hv.wait_record(move.uuid, lambda d: follow(d, move.target),
                                             timeout=cfg.shutdown_timeout + 120)
         if outcome is None:
-            error = (f"not moved yet: node {asked.node} has not carried out the request (it stays recorded "
+            error = (f"node {asked.node} has not carried out the request (it stays recorded "
                      f"and is carried out when that node's daemon acts)")
         else:
             error = outcome[1]
