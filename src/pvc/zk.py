@@ -173,7 +173,31 @@ async def _repair_loop(self: aiozk.session.Session) -> None:
         refused_since = None
         self.state.transition_to(States.READ_ONLY if self.conn.start_read_only else States.CONNECTED)
         self.conn.start_read_loop()
-        await self.set_existing_watches()
+        try:
+            await _rearm_server_watches(self)
+        except Exception:  # the server went away again meanwhile: look for another one
+            self.conn.abort(exc.ConnectError)
+            if self.state.current_state not in (States.SUSPENDED, States.LOST):
+                self.state.transition_to(States.SUSPENDED)
+
+
+async def _rearm_server_watches(self: aiozk.session.Session) -> None:
+    """aiozk's set_existing_watches, sent on this connection and bounded. Through Session.send, a
+    server dropping right now would make it wait for a reconnection that only the repair loop
+    running it can make: a client stuck suspended for good (seen after a whole-ensemble restart)."""
+    if not self.watch_callbacks:
+        return
+    request = protocol.SetWatchesRequest(relative_zxid=self.last_zxid or 0, data_watches=[], exist_watches=[],
+                                         child_watches=[])
+    for event_type, path in self.watch_callbacks.keys():
+        if event_type == protocol.WatchEvent.CREATED:
+            request.exist_watches.append(path)
+        elif event_type == protocol.WatchEvent.DATA_CHANGED:
+            request.data_watches.append(path)
+        elif event_type == protocol.WatchEvent.CHILDREN_CHANGED:
+            request.child_watches.append(path)
+    self.xid = self.xid + 1 if self.xid < 0x7FFFFFFF else 1
+    await asyncio.wait_for(self.conn.send(request, xid=self.xid), self.timeout)
 
 
 aiozk.session.Session.establish_session = _establish_session

@@ -50,9 +50,11 @@ async def request_operation(zk, node: str, op: str, wait: bool) -> int:
         zk.watch_data(Paths.node_key(node, "alive"), lambda d, _v: events.put_nowait(("alive", d))),
     ]
     try:
-        # The node is marked at once, so a flush already running elsewhere stops choosing it as a target.
-        await zk.put(Paths.node_key(node, "domain_state"), b"flush" if op == "flush" else b"unflush")
-        await zk.put(Paths.node_key(node, "flush_request"), request.encode())
+        # The node is marked at once, so a flush already running elsewhere stops choosing it as a target;
+        # in one transaction with the request, or a CLI dying in between would leave it marked for good.
+        writes = {"domain_state": b"flush" if op == "flush" else b"unflush", "flush_request": request.encode()}
+        await zk.multi([("set", path, data) if await zk.exists(path) else ("create", path, data)
+                        for path, data in ((Paths.node_key(node, k), v) for k, v in writes.items())])
         return await _follow(zk, node, op, request.id, wait, events, loop)
     finally:
         for w in watches:

@@ -137,6 +137,7 @@ def power(workdir: str, node: str) -> None:
     pid = dev.node(node).pvcd_pid
     if pid and is_running(pid):
         os.kill(pid, signal.SIGKILL)
+    libvirtd.kill_guests()  # a power cut: the guests do not shut down (nor close their disks)
     libvirtd.stop()
 
 
