@@ -258,6 +258,8 @@ async def choose_node(zk: ZK, dom: Domain, *, target: str = "", selector: str = 
         from pvc.storage.model import rbd_volumes_in_xml
 
         needs_storage = bool(rbd_volumes_in_xml(((await zk.get_data(Paths.domain_xml(dom.uuid))) or b"").decode()))
+    if target and target == exclude:
+        raise Conflict(f"VM {dom.name} is already on node {target}")
     return placement.choose_node(
         [n.candidate() for n in await list_nodes(zk)],
         selector=selector,

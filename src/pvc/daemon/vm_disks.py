@@ -57,7 +57,12 @@ def _apply(host, uuid: str, changes: disks.DiskChanges, cfg) -> list[str]:
     on a detach). Returns what did not work, one phrase each."""
     import libvirt
 
-    dom = host.conn.lookupByUUIDString(uuid)
+    from pvc.libvirt_host import LibvirtError
+
+    try:
+        dom = host.conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(exc.get_error_message()) from None  # gone meanwhile: looked at again
     problems = []
     for ref, element in changes.detach:
         try:
