@@ -173,9 +173,14 @@ class NodeOperations:
             while not queue.empty() and not cancel.is_set():
                 await self._move(queue.get_nowait(), req.op, cancel)
 
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(max(1, self.ctx.config.vm.flush_concurrency)):
-                tg.create_task(worker())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(max(1, self.ctx.config.vm.flush_concurrency)):
+                    tg.create_task(worker())
+        except ExceptionGroup as group:
+            # A worker's failure (ZooKeeper away) is the operation's: run() retries it. Unwrapped, or
+            # the group would pass run()'s handlers and end the daemon.
+            raise group.exceptions[0] from None
         if cancel.is_set():
             return
         if req.op == "ready":
