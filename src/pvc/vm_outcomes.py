@@ -117,6 +117,14 @@ def duplicate_gone(d: Domain, me: str) -> Domain | None:
     return _with(d, duplicate_on=[n for n in d.duplicate_on if n != me])
 
 
+def disks_updated(d: Domain, me: str, seen: int, note: str = "") -> Domain | None:
+    """The running domain's RBD disks were brought in line with the stored XML (``note``: what
+    could not be applied live); ``seen`` is the change counter that was looked at."""
+    if not _mine(d, me) or d.disk_changes != seen:
+        return None  # moved on meanwhile (another change: looked at again)
+    return _with(d, disk_changes=0, note=note or d.note)
+
+
 # -- flush and ready (written by the flushing node; carried out by the VM's node) --------------
 
 def flush_away(d: Domain, me: str, target: str) -> Domain | None:

@@ -171,3 +171,11 @@ def test_autostart_waits_for_a_pending_hand_over():
 
 def test_wanting_to_run_is_named_once():
     assert set(WANTS_RUNNING) == {"start", "restart", "migrate"}
+
+
+def test_disk_changes_are_cleared_only_for_the_change_that_was_looked_at():
+    d = dom("start", disk_changes=2)
+    assert vm_outcomes.disks_updated(d, ME, seen=2).disk_changes == 0
+    assert vm_outcomes.disks_updated(d, ME, seen=1) is None  # another change came meanwhile
+    assert vm_outcomes.disks_updated(d, ME, seen=2, note="not live").note == "not live"
+    assert vm_outcomes.disks_updated(dom("start", node=OTHER, disk_changes=2), ME, seen=2) is None

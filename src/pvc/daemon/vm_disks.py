@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
 
-from pvc import store
+from pvc import store, vm_outcomes
 from pvc.errors import Conflict, InvalidInput
 from pvc.storage import disks
 
@@ -102,9 +101,4 @@ async def update_live(reconciler, dom) -> None:
         reconciler.log.info("vm_disks_applied_live", vm=dom.name, attached=[r for r, _ in changes.attach],
                             detached=[r for r, _ in changes.detach])
 
-    def done(d):
-        if d.node != me or d.disk_changes != seen:
-            return None  # moved on meanwhile (another change: looked at again)
-        return msgspec.structs.replace(d, disk_changes=0, note=note or d.note)
-
-    await reconciler.update(dom.uuid, done)
+    await reconciler.update(dom.uuid, lambda d: vm_outcomes.disks_updated(d, me, seen, note))
