@@ -152,19 +152,26 @@ def blocklist(c: QemuCluster) -> list[str]:
 
 
 @pytest.mark.skipif(not FENCING, reason="needs openipmi (ipmi_sim) and ipmitool")
-def test_guest_of_a_fenced_node_restarts_elsewhere_with_its_disk_intact(qc):
+@pytest.mark.parametrize("how", ["kill", "freeze"])
+def test_guest_of_a_fenced_node_restarts_elsewhere_with_its_disk_intact(qc, how):
+    """The node's daemon is killed, or frozen (a half-dead node: its guest still writes until the power
+    cut): fenced, its Ceph client blocklisted, the guest restarts elsewhere with every block intact."""
     c = qc
     victim = next(n["name"] for n in c.pvc_json("node", "list") if n["coordinator_state"] != "primary")
     if c.vm("g1")["node"] != victim:
         c.pvc("vm", "move", "g1", "--target", victim, "--wait", timeout=60)
-    c.pvc("vm", "start", "g1", "--wait")
+    if c.vm("g1")["state"] != "start":
+        c.pvc("vm", "start", "g1", "--wait")
     boots = c.boots("g1")
     wait_disk(c, "g1", 2, timeout=120)
     watchers = json.loads(ceph_cmd(c, "rbd", "status", f"{POOL}/g1", "--format", "json"))["watchers"]
     assert len(watchers) == 1
     old = watchers[0]["address"]
 
-    c.dev.stop_node(victim, signal.SIGKILL)
+    if how == "kill":
+        c.dev.stop_node(victim, signal.SIGKILL)
+    else:
+        c.dev.freeze_node(victim)  # the power cut SIGKILLs the frozen daemon too
     wait_until(lambda: c.vm("g1")["node"] != victim and c.vm("g1")["libvirt_state"] == "running",
                timeout=90, interval=0.5)
     assert old in blocklist(c)
