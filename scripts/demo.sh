@@ -2,11 +2,11 @@
 # Install what is needed, start a local 3-node pvc cluster on a real ZooKeeper and real libvirt
 # (one libvirtd per node), define and start sample VMs, and show the cluster.
 # `demo.sh --hypervisor qemu` boots real tiny guests under QEMU instead of libvirt's test driver.
-# `--storage ceph` also starts a real Ceph cluster; with qemu, each guest then boots with an RBD
-# volume as its disk (vms/demoN) and writes to it every second (see `pvc vm log demoN`).
+# `--storage ceph` (the default with qemu) also starts a real Ceph cluster; with qemu, each guest then
+# boots with an RBD volume as its disk (vms/demoN) and writes to it every second (`pvc vm log demoN`).
 set -euo pipefail
 hypervisor=test
-storage=none
+storage=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --hypervisor) hypervisor="${2:?--hypervisor test|qemu}"; shift 2 ;;
@@ -14,6 +14,7 @@ while [ $# -gt 0 ]; do
     *) echo "usage: demo.sh [--hypervisor test|qemu] [--storage none|ceph]" >&2; exit 2 ;;
   esac
 done
+[ -n "$storage" ] || { [ "$hypervisor" = qemu ] && storage=ceph || storage=none; }
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
 export PATH="$PWD/.venv/bin:$PATH"
