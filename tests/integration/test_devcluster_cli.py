@@ -134,7 +134,9 @@ def test_libvirtd_verbs(cli_cluster):
     (("libvirtd", "kill", "hv9"), "no node 'hv9'"),
 ])
 def test_verbs_refuse_bad_input(cli_cluster, args, message):
-    one_line_error(devcluster(*args, "--workdir", cli_cluster), message)
+    before = info(cli_cluster)
+    one_line_error(devcluster(*args, "--workdir", cli_cluster), message)  # asserts: one line, non-zero exit
+    assert info(cli_cluster) == before  # nothing was acted on
 
 
 def test_verbs_without_a_cluster(tmp_path):

@@ -4,7 +4,6 @@ LAN on loopback) whose power-off kills the node's pvcd and stops its libvirtd (i
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,11 +12,6 @@ import yaml
 
 from tests.conftest import running_cluster, wait_until
 from tests.integration.fencing_support import hosts_of, ipmi, others, truth
-
-pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v ipmi_sim && command -v ipmitool"],
-                                               capture_output=True).returncode != 0,
-                                reason="needs openipmi (ipmi_sim) and ipmitool")
-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):

@@ -23,11 +23,6 @@ from pvc.fencing import retry_delay
 from tests.conftest import running_cluster, wait_until
 from tests.integration.fencing_support import hosts_of, ipmi, others, truth
 
-pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v ipmi_sim && command -v ipmitool"],
-                                               capture_output=True).returncode != 0,
-                                reason="needs openipmi (ipmi_sim) and ipmitool")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     yield from running_cluster(tmp_path_factory, 3, fencing=True)

@@ -94,6 +94,7 @@ def test_devcluster_gives_ceph_to_every_node(sc):
 
 def test_keepalive_carries_storage_reachability(sc):
     wait_until(lambda: all(n["storage"] == "ok" for n in sc.pvc_json("node", "list")), timeout=30)
+    assert [sc.pvc_json("node", "info", n)["storage"] for n in sc.nodes] == ["ok"] * len(sc.nodes)
 
 
 # -- status ---------------------------------------------------------------------------------------------

@@ -306,7 +306,7 @@ def migrate(
                                "its previous_node is kept (it stays the VM's home for unmigrate)."),
     wait: bool = WAIT,
 ):
-    """Live-migrate a VM to another node (a shutdown migration where live is impossible) and record its current node as previous_node. A VM that was already migrated is refused unless --force; a forced migrate does not change previous_node."""
+    """Move a VM to another node by its migration method (any: live, else shut down and restart; live; shutdown) and record its current node as previous_node. A VM that is not running is handed over by its node once libvirt there confirms it off. A VM that was already migrated is refused unless --force; a forced migrate does not change previous_node."""
     _migration("migrate", vm, target, selector, force, wait)
 
 

@@ -38,9 +38,8 @@ class VmReconciler:
         self._duplicate_logged: set[str] = set()
         self._no_live_migration: set[str] = set()  # target URIs this libvirt cannot migrate to at all
 
-    async def _event(self, kind: str, dom_or_name, message: str, severity: str = "warning") -> None:
-        name = dom_or_name if isinstance(dom_or_name, str) else dom_or_name.name
-        await events.try_record(self.zk, self.log, kind, message, severity=severity, node=self.me, vm=name)
+    async def _event(self, kind: str, dom: Domain, message: str, severity: str = "warning") -> None:
+        await events.try_record(self.zk, self.log, kind, message, severity=severity, node=self.me, vm=dom.name)
 
     def forget_seen(self) -> None:
         self._seen_running.clear()
