@@ -86,6 +86,15 @@ def alive(cluster, node: str) -> bool:
     return cluster.pvc_json("node", "info", node)["daemon_state"] in ("run", "init")
 
 
+def take_down(cluster, node: str, how: str) -> None:
+    """The node's daemon killed (gone once its session expires) or cleanly stopped (SIGTERM)."""
+    if how == "kill":
+        cluster.dev.kill_node(node)
+        wait_until(lambda: not alive(cluster, node), timeout=30)
+    else:
+        cluster.dev.stop_node(node, signal.SIGTERM)
+
+
 @pytest.mark.parametrize("mode", ["move", "migrate"])
 def test_frozen_node_stop_then_move_then_start_runs_once(cluster, mode):
     name = f"fz-stop-{mode}"
@@ -139,11 +148,7 @@ def test_move_is_refused_while_the_node_cannot_confirm_the_vm_off(cluster, how):
     name = f"gone-{how}"
     cluster.define(name, node="hv1", start=True)
     with CopyWatch(cluster, [name]):
-        if how == "kill":
-            cluster.dev.kill_node("hv1")
-            wait_until(lambda: not alive(cluster, "hv1"), timeout=30)
-        else:
-            cluster.dev.stop_node("hv1", signal.SIGTERM)
+        take_down(cluster, "hv1", how)
         try:
             cluster.pvc("vm", "stop", name)
             before = cluster.vm(name)
@@ -269,11 +274,7 @@ def test_ready_leaves_a_vm_whose_node_cannot_confirm_it_off(cluster, how):
     cluster.define(name, node="hv1", start=True)
     cluster.pvc("vm", "migrate", name, "--target", "hv3", "--wait")
     with CopyWatch(cluster, [name]):
-        if how == "kill":
-            cluster.dev.kill_node("hv3")
-            wait_until(lambda: not alive(cluster, "hv3"), timeout=30)
-        else:
-            cluster.dev.stop_node("hv3", signal.SIGTERM)
+        take_down(cluster, "hv3", how)
         try:
             cluster.pvc("vm", "shutdown", name)  # recorded; hv3 cannot carry it out
             proc = cluster.pvc("node", "ready", "hv1", "--wait", check=False)
