@@ -6,24 +6,46 @@ the daemon logs it with its bound context.
 
 
 class PvcError(Exception):
-    """A failure with a message fit for an operator."""
+    """A failure with a message fit for an operator. ``http_status``: what the REST API answers."""
 
     exit_code = 1
+    http_status = 500
 
 
 class NotFound(PvcError):
     """An unknown VM, node, network or key."""
 
+    http_status = 404
+
 
 class InvalidInput(PvcError):
     """Malformed input: bad XML, bad option values, an invalid transition."""
 
+    http_status = 400
+
 
 class Conflict(PvcError):
     """The request clashes with the cluster's current state (duplicate name, busy lock...)."""
+
+    http_status = 409
 
 
 class Unavailable(PvcError):
     """A component (ZooKeeper, libvirt) cannot be reached in time."""
 
     exit_code = 3
+    http_status = 503
+
+
+class Unauthorized(PvcError):
+    """No credential, or a wrong one (API: missing or unknown token)."""
+
+    exit_code = 4
+    http_status = 401
+
+
+class Forbidden(PvcError):
+    """A valid credential that may not do this (a read-only token asking for a change)."""
+
+    exit_code = 4
+    http_status = 403

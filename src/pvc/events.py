@@ -24,9 +24,11 @@ def _seq(child: str) -> int:
     return int(child.rsplit("-", 1)[1])
 
 
-async def record(zk: ZK, kind: str, message: str, *, severity: str = "info", node: str = "", vm: str = "") -> int:
-    """Append an event; returns its sequence number."""
-    data = Event(time=time.time(), kind=kind, severity=severity, node=node, vm=vm, message=message).encode()
+async def record(zk: ZK, kind: str, message: str, *, severity: str = "info", node: str = "", vm: str = "",
+                 **audit) -> int:
+    """Append an event; returns its sequence number. ``audit``: an operation's actor, operation,
+    args and result (see ``schema.Event``)."""
+    data = Event(time=time.time(), kind=kind, severity=severity, node=node, vm=vm, message=message, **audit).encode()
     try:
         path = await zk.create(f"{Paths.events}/{PREFIX}", data, sequential=True)
     except NoNode:  # a cluster initialised before the event log existed

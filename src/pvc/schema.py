@@ -7,6 +7,8 @@ in child keys of their own. Node facts that change at different rates live in se
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 SCHEMA_VERSION = 1
@@ -92,6 +94,12 @@ class Event(Record):
     node: str = ""
     vm: str = ""
     message: str = ""
+    # An operation's audit entry (kind "operation"): who (``zookeeper`` or ``token:NAME``), which
+    # operation, its arguments and its outcome ("ok" or "error: ...").
+    actor: str = ""
+    operation: str = ""
+    args: dict[str, Any] = {}
+    result: str = ""
 
 
 class NodeInfo(Record):

@@ -59,6 +59,32 @@ def run(work: Callable[[Any], Awaitable[T]], *, check_schema: bool = True) -> T:
         raise typer.Exit(130) from None
 
 
+class LocalBackend:
+    """Operations run here, straight against ZooKeeper (``--zookeeper``/``PVC_ZOOKEEPER``)."""
+
+    def __init__(self, zk) -> None:
+        from pvc.ops.registry import Context
+
+        self.ctx = Context(zk, actor="zookeeper")
+
+    async def call(self, name: str, params: Any) -> Any:
+        from pvc.ops import registry
+
+        return await registry.call(self.ctx, name, params)
+
+    def stream(self, name: str, params: Any):
+        from pvc.ops import registry
+
+        return registry.stream(self.ctx, name, params)
+
+
+def run_ops(work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(backend)``: ``await backend.call(name, params)`` / ``async for x in
+    backend.stream(name, params)`` reach the operations layer (pvc.ops) directly over ZooKeeper,
+    or through the REST API when a connection is chosen. Errors become one line and an exit code."""
+    return run(lambda zk: work(LocalBackend(zk)))
+
+
 def print_json(value: Any) -> None:
     import msgspec
 

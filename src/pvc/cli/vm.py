@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, Output, fail, print_json, print_table, run, state_style
+from pvc.cli.common import OUTPUT_OPTION, Output, fail, print_json, print_table, run, run_ops, state_style
 
 app = typer.Typer(help="Manage virtual machines.", no_args_is_help=True)
 app.add_typer(__import__("pvc.cli.vm_volume", fromlist=["app"]).app, name="volume")
@@ -192,20 +192,9 @@ def list_(
     output: Output = OUTPUT_OPTION,
 ):
     """List VMs."""
-    from pvc import store
-    from pvc.schema import VM_STATES
+    from pvc.ops.vm import VmFilter
 
-    if state and state not in VM_STATES:
-        fail(f"unknown VM state {state!r}; choose one of {', '.join(VM_STATES)}")
-
-    async def work(zk):
-        if node and node not in await store.node_names(zk):
-            fail(f"unknown node {node!r}")
-        doms = await store.list_domains(zk)
-        return sorted((d for d in doms if (not node or d.node == node) and (not state or d.state == state)),
-                      key=lambda d: d.name)
-
-    doms = run(work)
+    doms = run_ops(lambda b: b.call("vm.list", VmFilter(node=node or "", state=state or "")))
     if output == Output.json:
         print_json(doms)
         return
@@ -219,13 +208,9 @@ def list_(
 @app.command()
 def info(vm: str = typer.Argument(..., help="VM name or UUID"), output: Output = OUTPUT_OPTION):
     """Show one VM."""
-    from pvc import store
+    from pvc.ops.vm import VmRef
 
-    async def work(zk):
-        dom, _ = await store.read_domain(zk, await store.resolve_domain(zk, vm))
-        return dom
-
-    dom = run(work)
+    dom = run_ops(lambda b: b.call("vm.info", VmRef(vm=vm)))
     if output == Output.json:
         print_json(dom)
         return
