@@ -36,6 +36,9 @@ class ZookeeperConfig(_Section):
     session_timeout: float = 5.0
     # Upper bound of any single ZooKeeper request, in seconds.
     request_timeout: float = 5.0
+    # The cluster's credential, USER:PASSWORD (ZooKeeper digest scheme): sent on every connection;
+    # every node pvcd creates carries the cluster's ACL. "" = none (only for an unprotected cluster).
+    auth: str = ""
 
 
 class LibvirtConfig(_Section):
@@ -177,6 +180,19 @@ class StorageConfig(_Section):
     ceph: CephConfig = msgspec.field(default_factory=CephConfig)
 
 
+class ApiConfig(_Section):
+    # The REST API on coordinators (docs/api.md): HOST:PORT to listen on ("" = no API).
+    listen: str = ""
+    # PEM certificate (chain) and key for HTTPS; both or neither (neither: plain HTTP).
+    tls_cert: str = ""
+    tls_key: str = ""
+
+
+class MetricsConfig(_Section):
+    # Prometheus metrics at http://HOST:PORT/metrics (docs/metrics.md); "" = none.
+    listen: str = ""
+
+
 class DaemonConfig(_Section):
     node: NodeConfig = msgspec.field(default_factory=NodeConfig)
     zookeeper: ZookeeperConfig = msgspec.field(default_factory=ZookeeperConfig)
@@ -188,6 +204,8 @@ class DaemonConfig(_Section):
     networking: NetworkingConfig = msgspec.field(default_factory=NetworkingConfig)
     fencing: FencingConfig = msgspec.field(default_factory=FencingConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     # Seconds between keepalives (resource stats) written to ZooKeeper.
     keepalive_interval: float = 5.0
 
@@ -236,14 +254,21 @@ def parse_config(text: str | bytes, source: str = "<config>") -> DaemonConfig:
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"config {source}: {exc}") from None
     _check_ranges(cfg, source)
-    from pvc.zk import parse_hosts
+    from pvc.zk import check_credential, parse_connection
 
     try:
-        parse_hosts(cfg.zookeeper.hosts)
+        parse_connection(cfg.zookeeper.hosts)
     except InvalidInput as exc:
         raise InvalidInput(f"config {source}: zookeeper.hosts: {exc}") from None
+    if cfg.zookeeper.auth:
+        try:
+            check_credential(cfg.zookeeper.auth)
+        except InvalidInput as exc:
+            raise InvalidInput(f"config {source}: zookeeper.auth: {exc}") from None
     cfg.networking.check(source)
     _check_ceph(cfg.storage.ceph, source)
+    _check_api(cfg.api, source)
+    _check_listen("metrics.listen", cfg.metrics.listen, source)
     return cfg
 
 
@@ -259,6 +284,28 @@ def _check_ceph(ceph: CephConfig, source: str) -> None:
             uuid.UUID(ceph.secret_uuid)
         except ValueError:
             raise InvalidInput(f"config {source}: storage.ceph.secret_uuid is not a UUID: {ceph.secret_uuid!r}") from None
+
+
+def _check_api(api: ApiConfig, source: str) -> None:
+    if api.listen:
+        from pvc.api.address import parse_listen
+
+        try:
+            parse_listen(api.listen)
+        except InvalidInput as exc:
+            raise InvalidInput(f"config {source}: api.listen: {exc}") from None
+    if bool(api.tls_cert) != bool(api.tls_key):
+        raise InvalidInput(f"config {source}: api.tls_cert and api.tls_key go together (both or neither)")
+
+
+def _check_listen(key: str, listen: str, source: str) -> None:
+    if listen:
+        from pvc.api.address import parse_listen
+
+        try:
+            parse_listen(listen)
+        except InvalidInput as exc:
+            raise InvalidInput(f"config {source}: {key}: {exc}") from None
 
 
 def load_config(path: str | None = None) -> DaemonConfig:

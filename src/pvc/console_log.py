@@ -1,4 +1,6 @@
-"""Serial console logs: the pure core of the hypervisor's tailer and of ``pvc vm log -f``.
+"""Serial console logs: the pure core of the hypervisor's tailer, the ZooKeeper layout of a VM's
+buffer, and the reading API (``read_log``, ``read_lines``, ``follow``) that ``pvc vm log`` and the REST
+API print or stream.
 
 The daemon's adapter only does the I/O, once per check (every 0.5 s, sooner on inotify)::
 
@@ -8,19 +10,25 @@ The daemon's adapter only does the I/O, once per check (every 0.5 s, sooner on i
         if plan.reset: decoder.reset()
         cursor.consumed(len(data)); buffer.feed_text(decoder.decode(data))
         if len(data) < plan.length: break                   # shrank under us: the next check sees why
-    if buffer.dirty and limiter.allow(now): write buffer.snapshot().encode()
+    if buffer.dirty and budget allows: write ring.plan(buffer, mark) (one transaction)
 
-Every line has an absolute sequence number (``ConsoleLog.first`` + index), so a follower diffs two
-versions by number (``new_lines``), never by guessing where they overlap, and knows exactly how many lines
-it missed when the buffer scrolled past them. A migration target (or a restarted daemon) loads the record
-from ZooKeeper into ``ConsoleBuffer(state=...)`` and the numbering goes on.
+Every line has an absolute sequence number (``ConsoleLog.first`` + index). In ZooKeeper the buffer is
+a ring of *chunks* (``/domains/<uuid>/console_log/<n>``): each write creates one chunk holding only the
+lines that are new since the previous write (a delta), and deletes the chunks that scrolled out of the
+buffer; every ``MERGE_AFTER`` writes the small chunks are merged into one (so a VM printing a line a
+second keeps tens of znodes, not a thousand). A follower reads the chunks numbered above the last it
+read and prints the lines numbered from where it stopped: never a line twice, and it knows exactly how
+many lines it missed when the ring scrolled past them. docs/schema.md ("Console logs") has the layout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import re
+from collections.abc import AsyncIterator
 from collections import deque
+from itertools import islice
 from typing import NamedTuple
 
 import msgspec
@@ -149,8 +157,17 @@ class ConsoleBuffer:
         self.dirty = False
 
     @property
+    def first(self) -> int:
+        """Sequence number of the oldest line kept."""
+        return self._first
+
+    @property
     def end(self) -> int:
         return self._first + len(self._lines)
+
+    def lines_from(self, start: int) -> list[str]:
+        """The kept lines numbered ``start`` and on."""
+        return list(islice(self._lines, max(0, start - self._first), None))
 
     @property
     def partial(self) -> str:
@@ -271,7 +288,212 @@ class WriteBudget:
         self._at = now
 
 
+# ---------------------------------------------------------------------------------------------- layout
+
+FORMAT = 2  # the chunked layout; format 1 (the whole buffer in one value) is read and converted
+MERGE_AFTER = 32  # a writer merges its unmerged chunks into one when they would number this many
+
+
+class FileMark(msgspec.Struct, array_like=True):
+    """How far a node's tailer got in its copy of the VM's log file."""
+
+    node: str
+    inode: int
+    offset: int
+    crc: int  # zlib.crc32 of the (up to 128) bytes before offset
+
+
+class Head(msgspec.Struct, omit_defaults=True):
+    """``/domains/<uuid>/console_log``. Format 2: ``{"format": 2, "files": [...]}``, the lines are in
+    its children (``Chunk``). Format 1 (pvc before the chunked layout; an empty value, as ``pvc vm
+    define`` creates it, is format 1 too): the whole buffer in ``first``/``lines``/``partial``."""
+
+    format: int = 1
+    first: int = 0
+    lines: list[str] = []
+    partial: str = ""
+    files: list[FileMark] = []  # the last file mark of each node that tailed the VM before
+
+    def log(self) -> ConsoleLog:
+        return ConsoleLog(self.first, self.lines, self.partial)
+
+    def encode(self) -> bytes:
+        return _encoder.encode(self)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Head:
+        return msgspec.json.decode(data, type=cls) if data else cls()
+
+
+class Chunk(msgspec.Struct, array_like=True):
+    """``/domains/<uuid>/console_log/<n>``: lines ``first`` .. ``first + len(lines) - 1``, the partial
+    line and the buffer's start (``keep``: older lines scrolled out) as of this write, and how far the
+    writer got in its file (``mark``)."""
+
+    first: int
+    lines: list[str]
+    partial: str
+    keep: int
+    mark: FileMark | None = None
+
+    @property
+    def end(self) -> int:
+        return self.first + len(self.lines)
+
+    def encode(self) -> bytes:
+        return _encoder.encode(self)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Chunk:
+        return msgspec.json.decode(data, type=cls)
+
+
+def chunk_number(name: str) -> int | None:
+    return int(name) if name.isdigit() else None
+
+
+def assemble(chunks: list[Chunk]) -> ConsoleLog:
+    """The buffer that chunks (in number order) hold: the lines from the newest chunk's ``keep`` to its
+    end (as far back as they are contiguous), and its partial line. Chunks may overlap (a reader raced
+    a merge): a line is identified by its number."""
+    if not chunks:
+        return ConsoleLog()
+    newest = chunks[-1]
+    by_number: dict[int, str] = {}
+    for chunk in chunks:
+        if chunk.end > newest.keep:
+            for i, line in enumerate(chunk.lines):
+                by_number[chunk.first + i] = line
+    start = newest.end
+    while start - 1 >= newest.keep and start - 1 in by_number:
+        start -= 1
+    return ConsoleLog(start, [by_number[i] for i in range(start, newest.end)], newest.partial)
+
+
+class StoredChunk(NamedTuple):
+    n: int
+    first: int
+    end: int
+    fresh: bool  # a delta this writer wrote and may still merge (each line is rewritten at most once)
+
+
+class RingWrite(NamedTuple):
+    """One write, done as one transaction: create chunk ``n``, delete chunks ``delete``."""
+
+    n: int
+    chunk: Chunk
+    data: bytes
+    delete: list[int]
+    after: list[StoredChunk]  # the chunks stored once it is done
+
+
+class Ring:
+    """What a VM's writer has stored (the chunks, by number) and what its next write is.
+
+    A write stores the buffer's lines that no chunk holds yet (plus the partial line), as chunk
+    ``next``; in the same transaction it deletes the chunks wholly before the buffer's start (they
+    scrolled out) and the line-less chunks (a partial line the new chunk supersedes). When this
+    writer's unmerged chunks would number ``merge_after``, the write instead holds all their lines plus
+    the new ones, and deletes them: a line is written at most twice, and a VM keeps at most about
+    ``merge_after + lines / merge_after`` chunks however slowly it prints."""
+
+    def __init__(self, stored: list[tuple[int, Chunk]] = (), merge_after: int = MERGE_AFTER) -> None:
+        if merge_after < 2:
+            raise ValueError("merge_after must be at least 2")
+        stored = sorted(stored, key=lambda item: item[0])
+        self.merge_after = merge_after
+        self.chunks = [StoredChunk(n, c.first, c.end, False) for n, c in stored]
+        self.next = stored[-1][0] + 1 if stored else 1
+        # Number of the next line no chunk holds; None: nothing stored in this layout yet (a new VM,
+        # or a format-1 buffer being converted): the first write holds the whole buffer.
+        self.end: int | None = stored[-1][1].end if stored else None
+
+    def plan(self, buffer: ConsoleBuffer, mark: FileMark | None) -> RingWrite:
+        keep, end = buffer.first, buffer.end
+        alive = [c for c in self.chunks if c.end > keep and c.end > c.first]
+        fresh = [c for c in alive if c.fresh]
+        start = keep if self.end is None else max(self.end, keep)
+        merge = len(fresh) + 1 >= self.merge_after
+        if merge:
+            start = max(fresh[0].first, keep)
+        chunk = Chunk(start, buffer.lines_from(start), buffer.partial, keep, mark)
+        gone = ({c.n for c in self.chunks} - {c.n for c in alive}) | ({c.n for c in fresh} if merge else set())
+        after = [c for c in self.chunks if c.n not in gone]
+        after.append(StoredChunk(self.next, start, end, not merge))
+        return RingWrite(self.next, chunk, chunk.encode(), sorted(gone), after)
+
+    def applied(self, write: RingWrite) -> None:
+        self.chunks, self.next, self.end = write.after, write.n + 1, write.chunk.end
+
+
 # ---------------------------------------------------------------------------------------------- following
+
+
+class Lines(NamedTuple):
+    """Complete lines, numbered from ``first``, to print in order."""
+
+    first: int
+    lines: list[str]
+
+
+class Partial(NamedTuple):
+    """The unterminated last line is now ``text`` (a prompt, a progress bar)."""
+
+    text: str
+
+
+class Missed(NamedTuple):
+    """``count`` lines scrolled out of the buffer before this reader could read them."""
+
+    count: int
+
+    @property
+    def text(self) -> str:
+        return f"{self.count} line{'s' if self.count != 1 else ''} scrolled out of the buffer before they could be shown"
+
+
+class Notice(NamedTuple):
+    """The VM changed: ``kind`` is following, stopped, starting, moved or undefined (the last one)."""
+
+    kind: str
+    text: str
+
+
+ConsoleEvent = Lines | Partial | Missed | Notice
+
+
+class FollowState:
+    """A follower's position: the number of the next line to print and the last chunk read. Fed the
+    chunks numbered above ``last`` in order (or a format-1 record), it says what to print."""
+
+    def __init__(self, log: ConsoleLog, last: int = 0) -> None:
+        self.upto, self.last, self.partial = log.end, last, log.partial
+
+    def chunk(self, n: int, chunk: Chunk) -> list[ConsoleEvent]:
+        self.last = max(self.last, n)
+        events: list[ConsoleEvent] = []
+        if chunk.first > self.upto:
+            events.append(Missed(chunk.first - self.upto))
+            self.upto = chunk.first
+        if chunk.end > self.upto:
+            events.append(Lines(self.upto, chunk.lines[self.upto - chunk.first:]))
+            self.upto = chunk.end
+        return events + self._partial(chunk.partial)
+
+    def record(self, log: ConsoleLog) -> list[ConsoleEvent]:
+        """A format-1 record (a VM whose buffer was not converted yet)."""
+        step = new_lines(self.upto, log)
+        events: list[ConsoleEvent] = [Missed(step.skipped)] if step.skipped else []
+        if step.lines:
+            events.append(Lines(step.next - len(step.lines), step.lines))
+        self.upto = step.next
+        return events + self._partial(log.partial)
+
+    def _partial(self, text: str) -> list[ConsoleEvent]:
+        if text == self.partial:
+            return []
+        self.partial = text
+        return [Partial(text)]
 
 
 class Follow(NamedTuple):
@@ -292,3 +514,154 @@ def new_lines(printed_upto: int, log: ConsoleLog) -> Follow:
         printed_upto = log.first
     start = max(printed_upto, log.first)
     return Follow(log.lines[start - log.first:], log.end, start - printed_upto)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+# The adapter over ZooKeeper for readers (`pvc vm log`, the REST API): every call is bounded by the
+# client's request timeout (pvc.zk).
+
+_READ_ATTEMPTS = 5  # a read that races a merge or an expiry is read again (the writer has moved on)
+
+
+class Stored(NamedTuple):
+    head: Head | None  # None: the key is missing (the VM is undefined)
+    version: int | None  # the head's ZooKeeper version (None when missing or not read)
+    chunks: list[tuple[int, Chunk]]  # (number, chunk), in number order
+
+
+async def read_stored(zk, uuid: str, above: int = 0, converted: bool = False) -> Stored:
+    """The head and the chunks numbered above ``above``. The head is not read when ``converted``
+    (the layout never goes back): then it is reported as format 2."""
+    from pvc.schema import Paths
+    from pvc.zk import NoNode
+
+    path = Paths.domain_console_log(uuid)
+    for attempt in range(_READ_ATTEMPTS):
+        head, version = Head(format=FORMAT), None
+        try:
+            if not converted:
+                data, version = await zk.get(path)
+                head = Head.decode(data)
+        except NoNode:
+            return Stored(None, None, [])
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            head = Head(format=FORMAT)  # an unreadable head: the chunks still say it all
+        if head.format < FORMAT:
+            return Stored(head, version, [])  # not converted yet (the first chunk comes with the head)
+        try:
+            numbers = sorted(n for name in await zk.children(path) if (n := chunk_number(name)) and n > above)
+        except NoNode:
+            return Stored(None, None, [])
+        values = await zk.get_many(f"{path}/{n}" for n in numbers)
+        if None in values and attempt < _READ_ATTEMPTS - 1:
+            continue  # deleted since the listing: merged into a newer chunk, or scrolled out
+        chunks = []
+        for n, value in zip(numbers, values):
+            try:
+                if value is not None:
+                    chunks.append((n, Chunk.decode(value)))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass  # never written by pvc: its lines are skipped (and counted as missed)
+        return Stored(head, version, chunks)
+    raise AssertionError("unreachable")
+
+
+def stored_log(stored: Stored) -> ConsoleLog:
+    """The buffer a read holds, in either layout."""
+    if stored.head is not None and stored.head.format < FORMAT:
+        return stored.head.log()
+    return assemble([chunk for _, chunk in stored.chunks])
+
+
+async def read_log(zk, uuid: str) -> ConsoleLog:
+    """A VM's whole buffer (either layout); an empty log for a VM without one."""
+    return stored_log(await read_stored(zk, uuid))
+
+
+async def read_lines(zk, uuid: str, count: int | None) -> ConsoleLog:
+    """The last ``count`` complete lines (all when None) and the partial line."""
+    log = await read_log(zk, uuid)
+    if count is None:
+        return log
+    lines = tail(log, count)
+    return ConsoleLog(log.end - len(lines), lines, log.partial)
+
+
+async def follow(zk, uuid: str, backlog: int) -> AsyncIterator[ConsoleEvent]:
+    """The last ``backlog`` lines, then every new line as it is stored, in order, each once; ``Missed``
+    when the ring scrolled past lines before they were read; ``Partial`` when the unterminated last
+    line changes; ``Notice`` when the VM stops, starts or moves (following goes on) and, last, when it
+    is undefined. Driven by ZooKeeper watches (the head, its chunk list, the VM record), never a poll.
+    Close the iterator (``aclosing``) to stop early."""
+    from pvc import store
+    from pvc.schema import Domain, Paths
+
+    dom, _ = await store.read_domain(zk, uuid)
+    wake = asyncio.Event()
+    records: list[bytes | None] = []
+
+    def vm_changed(data: bytes | None, _version: int) -> None:
+        records.append(data)
+        wake.set()
+
+    path = Paths.domain_console_log(uuid)
+    watches = [  # armed before the first read: nothing stored after it goes unseen
+        zk.watch_data(path, lambda _data, _version: wake.set()),
+        zk.watch_children(path, lambda _children: wake.set()),
+        zk.watch_data(Paths.domain(uuid), vm_changed),
+    ]
+    try:
+        stored = await read_stored(zk, uuid)
+        state = FollowState(log := stored_log(stored), stored.chunks[-1][0] if stored.chunks else 0)
+        lines = tail(log, backlog)
+        if lines:
+            yield Lines(log.end - len(lines), lines)
+        where = f"on node {dom.node}" if not _stopped(dom) else f"(not running: {dom.state})"
+        yield Notice("following", f"following the console of VM {dom.name} {where}")
+        if log.partial:
+            yield Partial(log.partial)
+        while True:
+            await wake.wait()
+            wake.clear()
+            while records:
+                data = records.pop(0)
+                if data is None:
+                    yield Notice("undefined", f"VM {dom.name} was undefined")
+                    return
+                try:
+                    new = Domain.decode(data)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                notice = vm_notice(dom, new)
+                dom = new
+                if notice:
+                    yield notice
+            head, _, chunks = await read_stored(zk, uuid, state.last, converted=state.last > 0)
+            if head is None:
+                continue  # the key is gone: the VM is being undefined (the record watch says so)
+            events = state.record(head.log()) if head.format < FORMAT else \
+                [event for n, chunk in chunks for event in state.chunk(n, chunk)]
+            for event in events:
+                yield event
+    finally:
+        for watch in watches:
+            watch.cancel()
+
+
+_STOPPED = ("stop", "disable", "fail")
+
+
+def _stopped(dom) -> bool:
+    return dom.state in _STOPPED
+
+
+def vm_notice(old, new) -> Notice | None:
+    """What a follower is told when the VM record changes."""
+    if _stopped(new) and not _stopped(old):
+        reason = f": {new.failed_reason}" if new.failed_reason else ""
+        return Notice("stopped", f"VM {new.name} stopped ({new.state}{reason}); still following")
+    if _stopped(old) and not _stopped(new):
+        return Notice("starting", f"VM {new.name} is starting on node {new.node}")
+    if new.node != old.node:
+        return Notice("moved", f"VM {new.name} moved to node {new.node}")
+    return None

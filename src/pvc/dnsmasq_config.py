@@ -90,13 +90,17 @@ def render_hook(python: str, zookeeper: str, vni: int, netns_of: str = "") -> st
 
     ``netns_of``: a ``/proc/<pid>/ns/net`` path to return to first. dnsmasq runs inside the node's
     network namespace when ``networking.netns`` is set, where ZooKeeper may not be reachable; the
-    hook then joins the daemon's namespace again (dnsmasq runs its scripts as root)."""
+    hook then joins the daemon's namespace again (dnsmasq runs its scripts as root).
+
+    ``zookeeper`` may carry the cluster's credential: it goes in the environment, not on a command
+    line every user's ``ps`` shows (the script itself is written readable by root only)."""
     import shlex
 
     prefix = f"nsenter --net={shlex.quote(netns_of)} -- " if netns_of else ""
     return ("#!/bin/sh\n# dnsmasq's lease script for pvc network %d: records leases in ZooKeeper.\n"
-            "exec %s%s -m pvc.daemon.lease_hook --zookeeper %s --vni %d \"$@\"\n"
-            % (vni, prefix, shlex.quote(python), shlex.quote(zookeeper), vni))
+            "export PVC_ZOOKEEPER=%s\n"
+            "exec %s%s -m pvc.daemon.lease_hook --vni %d \"$@\"\n"
+            % (vni, shlex.quote(zookeeper), prefix, shlex.quote(python), vni))
 
 
 def lease_from_script(action: str, mac: str, ip: str, hostname: str, env: dict[str, str]) -> Lease | None:

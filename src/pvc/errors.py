@@ -49,3 +49,15 @@ class Forbidden(PvcError):
 
     exit_code = 4
     http_status = 403
+
+
+class UsageError(InvalidInput):
+    """A command used in a way that needs the operator's explicit say (CLI exit code 2, like a usage error)."""
+
+    exit_code = 2
+
+
+class TimedOut(PvcError):
+    """A wait (``--wait``, ``?wait=true`` with a timeout) ran out; the request stays recorded."""
+
+    http_status = 504

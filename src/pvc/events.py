@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from pvc.errors import PvcError
 from pvc.schema import Event, Paths
@@ -68,20 +68,21 @@ async def recent(zk: ZK, count: int, after: int = -1) -> list[tuple[int, Event]]
     return [(s, Event.decode(v)) for s, v in zip(seqs, values) if v]
 
 
-async def follow(zk: ZK, backlog: int) -> AsyncIterator[Event]:
-    """The last ``backlog`` events, then each new one as it is written."""
+async def follow(zk: ZK, backlog: int, keep: Callable[[Event], bool] = lambda _e: True) -> AsyncIterator[Event]:
+    """The last ``backlog`` events ``keep`` accepts, then each new one it accepts as it is written."""
     changed = asyncio.Event()
     watch = zk.watch_children(Paths.events, lambda _children: changed.set())
-    last = -1
     try:
-        for seq, event in await recent(zk, backlog):
-            last = seq
+        logged = await recent(zk, KEPT)
+        last = logged[-1][0] if logged else -1
+        for _, event in [(s, e) for s, e in logged if keep(e)][-backlog:] if backlog else []:
             yield event
         while True:
             await changed.wait()
             changed.clear()
             for seq, event in await recent(zk, KEPT, after=last):
                 last = seq
-                yield event
+                if keep(event):
+                    yield event
     finally:
         watch.cancel()

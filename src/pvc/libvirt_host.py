@@ -59,6 +59,16 @@ class HostStats:
     cpus: int
 
 
+@dataclass(frozen=True)
+class DomainStats:
+    uuid: str
+    name: str
+    state: str  # running | paused | ...
+    vcpus: int
+    cpu_seconds: float  # CPU time used by all its vCPUs since it started
+    memory_bytes: int  # current (balloon) memory
+
+
 class LibvirtHost:
     def __init__(self, uri: str, on_event: EventCallback, log: Callable[..., None] | None = None,
                  on_reconnect: Callable[[], None] | None = None) -> None:
@@ -143,6 +153,24 @@ class LibvirtHost:
 
     def is_running(self, uuid: str) -> bool:
         return self.state(uuid) in ("running", "paused")
+
+    def domain_stats(self) -> list[DomainStats]:
+        """What each running (or paused) domain uses, for metrics: one libvirt call per domain
+        (blocking: called from a thread)."""
+        out = []
+        try:
+            domains = self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        except libvirt.libvirtError as exc:
+            raise LibvirtError(exc.get_error_message()) from None
+        for dom in domains:
+            try:
+                state, _max_kib, memory_kib, vcpus, cpu_ns = dom.info()
+                out.append(DomainStats(dom.UUIDString(), dom.name(), _STATE_NAMES.get(state, "running"),
+                                       vcpus, cpu_ns / 1e9, memory_kib * 1024))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # gone meanwhile: not running
+                    raise LibvirtError(exc.get_error_message()) from None
+        return out
 
     def stats(self) -> HostStats:
         info = self.conn.getInfo()

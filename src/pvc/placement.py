@@ -33,6 +33,8 @@ class Candidate:
     domains_count: int
     # The node's keepalive says it reaches Ceph (False: no Ceph configured, unreachable, unknown).
     storage_ok: bool = False
+    # The VMs its keepalive lists as running (their memory is in memory_allocated_mib already).
+    running: frozenset[str] = frozenset()
 
     @property
     def memory_available_mib(self) -> int:
@@ -60,6 +62,11 @@ def refusal(c: Candidate, memory_mib: int, needs_storage: bool = False) -> str:
         return f"node {c.name} is not running (daemon_state {c.daemon_state})"
     if c.domain_state != "ready":
         return f"node {c.name} is not ready (domain_state {c.domain_state})"
+    return capacity_refusal(c, memory_mib, needs_storage)
+
+
+def capacity_refusal(c: Candidate, memory_mib: int, needs_storage: bool = False) -> str:
+    """Why a node has no room for a VM of this size (or no Ceph for its RBD disks), or ""."""
     if c.memory_available_mib < memory_mib:
         return (
             f"node {c.name} has not enough free memory ({c.memory_available_mib} MiB available, "

@@ -1,10 +1,15 @@
-"""A folder of records in ZooKeeper mirrored in memory by watches (the daemons' view of all VMs,
-all networks): one children watch on the folder, one data watch per child."""
+"""Records in ZooKeeper mirrored in memory by watches, one data watch per record.
+
+Which records are mirrored is the union of named key sets ("sources"): the children of a folder
+(``start``: all networks; a node's VM index), and whatever else the owner asks for with ``want``,
+``add`` and ``discard`` (the VMs libvirt runs here, a VM followed for a while). A record is read
+and decoded only while some source names it, so a process pays only for the records it follows.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -12,6 +17,8 @@ import msgspec
 from pvc.zk import ZK, NoNode
 
 K = TypeVar("K")
+
+FOLDER = "folder"  # the source that ``start`` maintains from the folder's children
 
 
 class RecordCache(Generic[K]):
@@ -28,18 +35,22 @@ class RecordCache(Generic[K]):
         extra_watches: Callable[[K], list[asyncio.Task]] | None = None,
     ) -> None:
         """``key`` maps a child's name to its key (None: not ours), ``path`` a key to the record's
-        path; ``on_change(key)`` runs after every change, removal included; ``extra_watches``
-        starts more watches per child, cancelled with it."""
+        path; ``on_change(key)`` runs after every change, removal included (a record no source
+        wants any more is removed); ``extra_watches`` starts more watches per record, cancelled
+        with it."""
         self.zk = zk
         self.folder = folder
         self._key, self._path, self._decode = key, path, decode
         self._on_change, self._log, self._extra = on_change, log, extra_watches
         self.records: dict[K, Any] = {}
         self.versions: dict[K, int] = {}
-        # Set once every child present at the first listing has been read.
+        # Set once every child present at the first listing of the folder has been read.
         self.synced = asyncio.Event()
         self._unsynced: set[K] | None = None
+        self._sources: dict[str, set[K]] = {}
         self._watches: dict[K, list[asyncio.Task]] = {}
+        self._delivered: set[K] = set()  # followed keys whose first read has arrived
+        self._arrived: dict[K, asyncio.Event] = {}
         self._folder_watch: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -51,22 +62,79 @@ class RecordCache(Generic[K]):
                 task.cancel()
         self._watches.clear()
 
+    # -- what is followed ------------------------------------------------------------------------
+
+    def want(self, source: str, keys: Iterable[K]) -> None:
+        """Set the keys ``source`` asks for (replacing what it asked before)."""
+        before = self._sources.get(source, set())
+        now = set(keys)
+        self._sources[source] = now
+        for key in before ^ now:
+            self._follow_or_drop(key)
+
+    def add(self, source: str, key: K) -> None:
+        keys = self._sources.setdefault(source, set())
+        if key not in keys:
+            keys.add(key)
+            self._follow_or_drop(key)
+
+    def discard(self, source: str, key: K) -> None:
+        keys = self._sources.get(source)
+        if keys and key in keys:
+            keys.discard(key)
+            self._follow_or_drop(key)
+
+    def follows(self, key: K) -> bool:
+        return key in self._watches
+
+    def pending(self, key: K) -> bool:
+        """Followed, but its first read has not arrived yet (what the cache says is not yet known)."""
+        return key in self._watches and key not in self._delivered
+
+    async def arrived(self, key: K) -> None:
+        """Until the first read of a followed key has arrived."""
+        if self.pending(key):
+            await self._arrived.setdefault(key, asyncio.Event()).wait()
+
+    def _follow_or_drop(self, key: K) -> None:
+        wanted = any(key in keys for keys in self._sources.values())
+        if wanted and key not in self._watches:
+            self._watches[key] = [
+                self.zk.watch_data(self._path(key), lambda data, version, k=key: self._on_record(k, data, version)),
+                *(self._extra(key) if self._extra else ()),
+            ]
+        elif not wanted and key in self._watches:
+            for task in self._watches.pop(key):
+                task.cancel()
+            self._forget(key)
+            self._delivered.discard(key)
+            arrived = self._arrived.pop(key, None)
+            if arrived:
+                arrived.set()  # nothing will arrive: its waiters see it unfollowed
+            self._on_change(key)
+
+    # -- records ---------------------------------------------------------------------------------
+
     def cached(self, key: K) -> tuple[Any, int] | None:
         record = self.records.get(key)
         return (record, self.versions[key]) if record is not None and key in self.versions else None
 
     def put(self, key: K, record: Any, version: int) -> None:
-        """Take a record this process just wrote (newer than any watch delivery in flight)."""
-        self.records[key], self.versions[key] = record, version
+        """Take a record this process just wrote (newer than any watch delivery in flight); kept
+        only while followed."""
+        if key in self._watches:
+            self.records[key], self.versions[key] = record, version
 
     async def refresh(self, batch: int = 500) -> None:
-        """Read every known record again (after a session loss, when watch deliveries may have been
-        missed): a version newer than the cached one replaces it."""
+        """Read every followed record again (after a session loss, when watch deliveries may have
+        been missed): a version newer than the cached one replaces it."""
         keys = list(self._watches)
         for i in range(0, len(keys), batch):
             chunk = keys[i:i + batch]
             results = await asyncio.gather(*(self.zk.get(self._path(k)) for k in chunk), return_exceptions=True)
             for key, result in zip(chunk, results):
+                if key not in self._watches:
+                    continue  # dropped meanwhile
                 if isinstance(result, NoNode):
                     self._forget(key)
                     self._on_change(key)
@@ -81,17 +149,7 @@ class RecordCache(Generic[K]):
         current = {k for k in map(self._key, children or ()) if k is not None}
         if self._unsynced is None:
             self._unsynced = set(current)
-        for key in list(self._watches):
-            if key not in current:
-                for task in self._watches.pop(key):
-                    task.cancel()
-                self._forget(key)
-                self._on_change(key)
-        for key in current - self._watches.keys():
-            self._watches[key] = [
-                self.zk.watch_data(self._path(key), lambda data, version, k=key: self._on_record(k, data, version)),
-                *(self._extra(key) if self._extra else ()),
-            ]
+        self.want(FOLDER, current)
         self._check_synced()
 
     def _forget(self, key: K) -> None:
@@ -101,6 +159,12 @@ class RecordCache(Generic[K]):
             self._unsynced.discard(key)
 
     def _on_record(self, key: K, data: bytes | None, version: int) -> None:
+        if key not in self._watches:
+            return  # a delivery racing the watch's cancellation
+        self._delivered.add(key)
+        arrived = self._arrived.pop(key, None)
+        if arrived:
+            arrived.set()
         if data is None:
             self._forget(key)
         elif version < self.versions.get(key, -1):

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the per-node VM index /node_domains (pvc.domain_index)
 
 VM_STATES = ("start", "restart", "shutdown", "stop", "disable", "migrate", "fail")
 NODE_DAEMON_STATES = ("init", "run", "shutdown", "stop", "dead", "fenced")
@@ -115,6 +115,9 @@ class NodeInfo(Record):
     cpu_count: int = 0
     arch: str = ""
     kernel: str = ""
+    # The daemon's flush settings (vm.flush_concurrency, vm.flush_unmovable_policy), for the preview.
+    flush_concurrency: int = 0
+    flush_unmovable_policy: str = ""
 
 
 class Keepalive(Record):
@@ -132,6 +135,14 @@ class Keepalive(Record):
     running_domains: list[str] = []
     # Whether this node reaches Ceph: "" (no Ceph configured), "ok", or "unreachable: <why>".
     storage: str = ""
+
+
+class ApiToken(Record):
+    """``/tokens/<sha256 of the token>``: a REST API token (docs/api.md); the token itself is never kept."""
+
+    name: str
+    read_only: bool = False
+    created: float = 0.0
 
 
 class FlushRequest(Record):
@@ -162,6 +173,9 @@ class FlushProgress(Record):
     total: int = 0
     moved: list[MovedVM] = []
     failed: list[FailedVM] = []
+    # The migrations in flight now (name, target; method ""), at most ``concurrency`` of them.
+    moving: list[MovedVM] = []
+    concurrency: int = 0
     message: str = ""
     started: float = 0.0  # when the lock was taken (epoch seconds)
     finished: float = 0.0
@@ -269,8 +283,11 @@ class Paths:
     nodes = "/nodes"
     domains = "/domains"
     domain_names = "/domain_names"
+    # Per node, the VMs that concern it (pvc.domain_index): /node_domains/<node>/<uuid>, empty values.
+    node_domains = "/node_domains"
     networks = "/networks"
     events = "/events"
+    tokens = "/tokens"  # REST API tokens: /tokens/<sha256 hex of the token>
 
     @staticmethod
     def node(name: str) -> str:
@@ -281,6 +298,11 @@ class Paths:
         # key: alive | daemon_state | domain_state | coordinator_state | keepalive
         #      | flush_request | flush_progress | network | ipmi | fence
         return f"/nodes/{name}/{key}"
+
+    @staticmethod
+    def node_log(name: str) -> str:
+        # The node's pvcd log lines: a bounded ring of chunks ``<first line number>`` (pvc.node_log).
+        return f"/nodes/{name}/log"
 
     @staticmethod
     def domain(uuid: str) -> str:
@@ -297,6 +319,14 @@ class Paths:
     @staticmethod
     def domain_name(name: str) -> str:
         return f"/domain_names/{name}"
+
+    @staticmethod
+    def node_domains_of(node: str) -> str:
+        return f"/node_domains/{node}"
+
+    @staticmethod
+    def node_domain(node: str, uuid: str) -> str:
+        return f"/node_domains/{node}/{uuid}"
 
     # -- coordinators and client networks (docs/schema.md, "Coordinators", "Client networks") --
     election = "/election"
@@ -339,8 +369,10 @@ LAYOUT: dict[str, bytes] = {
     Paths.nodes: b"",
     Paths.domains: b"",
     Paths.domain_names: b"",
+    Paths.node_domains: b"",
     Paths.networks: b"",
     Paths.events: b"",
+    Paths.tokens: b"",
     Paths.election: b"",
     Paths.primary_election: b"",
     Paths.primary_handover: b"",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from pvc import placement
+from pvc import domain_index, placement
 from pvc.domain_xml import DomainSpec
 from pvc.errors import Conflict, InvalidInput, NotFound, PvcError
 from pvc.schema import LAYOUT, SCHEMA_VERSION, Domain, Keepalive, NodeInfo, Paths
@@ -25,7 +25,10 @@ async def init_cluster(zk: ZK) -> bool:
     """Create the layout; True if it was created, False if it existed already."""
     existing = await zk.get_data(Paths.schema_version)
     if existing is not None:
-        if existing.decode() != str(SCHEMA_VERSION):
+        version = existing.decode()
+        while version != str(SCHEMA_VERSION) and version in _UPGRADES:
+            version = await _UPGRADES[version](zk)  # each step writes its new version last
+        if version != str(SCHEMA_VERSION):
             raise Conflict(f"cluster has schema version {existing.decode()}, this pvc writes {SCHEMA_VERSION}")
         return False
     for path, data in LAYOUT.items():
@@ -45,7 +48,34 @@ async def check_schema(zk: ZK) -> None:
     if version is None:
         raise NotFound("the cluster is not initialised: run `pvc init`")
     if version.decode() != str(SCHEMA_VERSION):
-        raise Conflict(f"cluster has schema version {version.decode()}, this pvc understands {SCHEMA_VERSION}")
+        hint = ": run `pvc init` to upgrade it" if version.decode() in _UPGRADES else ""
+        raise Conflict(f"cluster has schema version {version.decode()}, this pvc understands {SCHEMA_VERSION}{hint}")
+
+
+async def _upgrade_1_to_2(zk: ZK) -> str:
+    """Version 2 adds the per-node VM index (pvc.domain_index): built from every record."""
+    await _create_missing(zk, [Paths.node_domains])
+    index = domain_index.entries(await list_domains(zk))
+    await _create_missing(zk, domain_index.folders([*await node_names(zk), *index]))
+    await _create_missing(zk, [Paths.node_domain(n, u) for n, uuids in index.items() for u in uuids])
+    await zk.set(Paths.schema_version, b"2")
+    return "2"
+
+
+# Version read -> the step that upgrades a cluster from it (`pvc init`); no daemon runs old versions'
+# writes meanwhile: they refuse a cluster whose version they do not know.
+_UPGRADES = {"1": _upgrade_1_to_2}
+
+
+async def _create_missing(zk: ZK, paths: list[str], batch: int = 500) -> None:
+    async def one(path: str) -> None:
+        try:
+            await zk.create(path, b"")
+        except NodeExists:
+            pass
+
+    for i in range(0, len(paths), batch):
+        await asyncio.gather(*(one(p) for p in paths[i:i + batch]))
 
 
 # -- nodes -----------------------------------------------------------------------------------------
@@ -87,6 +117,7 @@ class NodeView(msgspec.Struct, kw_only=True):
             load=self.load,
             domains_count=self.domains_count,
             storage_ok=self.storage == "ok",
+            running=frozenset(self.running_domains),
         )
 
 
@@ -123,6 +154,10 @@ def _node_view(name: str, info: bytes | None, keys: list[bytes | None]) -> NodeV
         pvc_version=meta.pvc_version,
         storage=ka.storage,
     )
+
+
+# From the node record and its NODE_KEYS values as read (or as watched: `pvc top`).
+node_view = _node_view
 
 
 async def node_names(zk: ZK) -> list[str]:
@@ -203,10 +238,45 @@ async def update_domain(
         if new is None:
             return None
         try:
-            return new, await zk.set(Paths.domain(uuid), new.encode(), version)
+            return new, await write_domain(zk, dom, version, new)
         except BadVersion:
             await asyncio.sleep(0)
     raise Conflict(f"VM {uuid} is being changed concurrently; try again")
+
+
+def domain_write_ops(before: Domain, version: int, new: Domain) -> list[tuple]:
+    """A VM record's versioned write with the index entries it moves (pvc.domain_index), for a
+    transaction. Every write of a VM record goes through here (or ``write_domain``)."""
+    return [("set", Paths.domain(new.uuid), new.encode(), version), *domain_index.ops(new.uuid, before, new)]
+
+
+async def write_domain(zk: ZK, before: Domain, version: int, new: Domain) -> int:
+    """Write ``new`` over ``before`` (read at ``version``); BadVersion if the record changed since.
+    Returns the new version. Most changes move no index entry: one plain write."""
+    ops = domain_write_ops(before, version, new)
+    if len(ops) == 1:
+        return await zk.set(Paths.domain(new.uuid), new.encode(), version)
+    try:
+        await zk.multi(ops)
+    except (NoNode, NodeExists):
+        await _repair_index(zk, before, new)
+        raise BadVersion() from None  # the caller reads and tries again
+    return version + 1
+
+
+async def _repair_index(zk: ZK, before: Domain, new: Domain) -> None:
+    """A transaction failed on an index entry: the record is gone (the retry says so), or the index
+    is out of step for this VM (a node's folder not created yet): put it in step with ``before``."""
+    if not await zk.exists(Paths.domain(before.uuid)):
+        return
+    old, added = domain_index.nodes_of(before), domain_index.nodes_of(new) - domain_index.nodes_of(before)
+    await _create_missing(zk, domain_index.folders(old | added))
+    await _create_missing(zk, [Paths.node_domain(n, before.uuid) for n in old])
+    for node in added:
+        try:
+            await zk.delete(Paths.node_domain(node, before.uuid))
+        except NoNode:
+            pass
 
 
 async def read_xml(zk: ZK, uuid: str) -> str:
@@ -334,13 +404,19 @@ async def define_domain(zk: ZK, spec: DomainSpec, xml: str, *, target: str, sele
 
         node = await choose_node(zk, dom, selector=selector, needs_storage=bool(rbd_volumes_in_xml(xml)))
     dom = msgspec.structs.replace(dom, node=node)
+    ops = [
+        ("create", Paths.domain_name(spec.name), spec.uuid.encode()),
+        ("create", Paths.domain(spec.uuid), dom.encode()),
+        ("create", Paths.domain_xml(spec.uuid), xml.encode()),
+        ("create", Paths.domain_console_log(spec.uuid), b""),
+        *domain_index.ops(spec.uuid, None, dom),
+    ]
     try:
-        await zk.multi([
-            ("create", Paths.domain_name(spec.name), spec.uuid.encode()),
-            ("create", Paths.domain(spec.uuid), dom.encode()),
-            ("create", Paths.domain_xml(spec.uuid), xml.encode()),
-            ("create", Paths.domain_console_log(spec.uuid), b""),
-        ])
+        try:
+            await zk.multi(ops)
+        except NoNode:  # the node's index folder does not exist yet (its daemon never ran)
+            await _create_missing(zk, domain_index.folders(domain_index.nodes_of(dom)))
+            await zk.multi(ops)
     except NodeExists:
         if await zk.exists(Paths.domain(spec.uuid)):
             raise Conflict(f"a VM with UUID {spec.uuid} is already defined") from None
@@ -357,7 +433,7 @@ async def modify_domain(zk: ZK, uuid: str, spec: DomainSpec, xml: str) -> Domain
         dom, name=spec.name, memory_mib=spec.memory_mib, vcpus=spec.vcpus, console_log_file=spec.console_log_file,
         volumes=_volumes(xml),
     )
-    ops: list[tuple] = [("set", Paths.domain(uuid), new.encode(), version), ("set", Paths.domain_xml(uuid), xml.encode())]
+    ops: list[tuple] = [*domain_write_ops(dom, version, new), ("set", Paths.domain_xml(uuid), xml.encode())]
     if spec.name != dom.name:
         ops += [("delete", Paths.domain_name(dom.name)), ("create", Paths.domain_name(spec.name), uuid.encode())]
     try:
@@ -374,11 +450,15 @@ async def undefine_domain(zk: ZK, uuid: str) -> Domain:
     if dom.state not in ("stop", "disable", "fail") or dom.libvirt_state == "running":
         raise Conflict(f"VM {dom.name} is {dom.state}; stop it before undefining it")
     children = await zk.children(Paths.domain(uuid))
+    log = Paths.domain_console_log(uuid)  # its children: the console log's chunks (docs/schema.md)
+    chunks = await zk.children(log) if log.rpartition("/")[2] in children else []
     try:
         await zk.multi([
+            *(("delete", f"{log}/{c}") for c in chunks),
             *(("delete", f"{Paths.domain(uuid)}/{c}") for c in children),
             ("delete", Paths.domain(uuid), version),
             ("delete", Paths.domain_name(dom.name)),
+            *domain_index.ops(uuid, dom, None),
         ])
     except (BadVersion, NoNode, PvcError):
         raise Conflict(f"VM {dom.name} changed while it was being undefined; try again") from None

@@ -14,12 +14,17 @@ It owns what aiozk leaves to its callers (see docs/schema.md and the notes on ai
   accepts but does not answer is given up after a second;
 - what ZooKeeper cannot hold (a request over jute.maxbuffer) is refused before it is sent;
 - a connection string that cannot be parsed, or servers that all refuse the connection, fail at once;
-- aiozk's noisy disconnect tracebacks are silenced; we log session changes ourselves.
+- aiozk's noisy disconnect tracebacks are silenced; we log session changes ourselves;
+- a credential (``USER:PASSWORD@HOST:PORT``, ZooKeeper's digest scheme) is sent on every connection
+  before any request (aiozk has no auth support; ZooKeeper forgets it with the connection), and every
+  create carries the cluster's digest ACL (see ``cluster_acl``) unless the caller names another.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import re
 import socket
@@ -32,7 +37,7 @@ import aiozk.session
 from aiozk import exc, protocol
 from aiozk.states import States
 
-from pvc.errors import InvalidInput, Unavailable
+from pvc.errors import InvalidInput, Unauthorized, Unavailable
 
 # Exceptions callers may catch without importing aiozk.
 NoNode = exc.NoNode
@@ -78,6 +83,48 @@ def parse_hosts(hosts: str) -> list[tuple[str, int]]:
             raise InvalidInput(f"invalid ZooKeeper address {part!r}: port {port!r} is not a number from 1 to 65535")
         servers.append((host, int(port)))
     return servers
+
+
+def parse_connection(connection: str) -> tuple[str, list[tuple[str, int]]]:
+    """``[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]`` as (credential or "", servers). The one place a
+    connection string is taken apart; errors never repeat the password."""
+    credential, hosts = split_credential(connection)
+    return credential, parse_hosts(hosts)
+
+
+def split_credential(connection: str) -> tuple[str, str]:
+    """``[USER:PASSWORD@]HOSTS`` as (credential or "", HOSTS), the credential checked."""
+    credential, at, hosts = connection.rpartition("@")  # a password may hold "@", a host never
+    if at:
+        check_credential(credential)
+    return credential, hosts
+
+
+def check_credential(credential: str) -> str:
+    """A digest credential is ``USER:PASSWORD``, the user without a colon (ZooKeeper splits at the
+    first one); InvalidInput (without the password) otherwise."""
+    user, colon, password = credential.partition(":")
+    if not (user and colon and password) or any(c.isspace() for c in user):
+        raise InvalidInput("invalid ZooKeeper credential: expected USER:PASSWORD (as in "
+                           "USER:PASSWORD@HOST:PORT[,HOST:PORT...]), a user without ':' or spaces and a password")
+    return credential
+
+
+def digest_id(credential: str) -> str:
+    """ZooKeeper's digest-scheme id of ``USER:PASSWORD``: ``USER:base64(sha1(USER:PASSWORD))``."""
+    user = credential.partition(":")[0]
+    return f"{user}:{base64.b64encode(hashlib.sha1(credential.encode()).digest()).decode()}"
+
+
+def digest_acl(ids: Iterable[str]) -> list[aiozk.ACL]:
+    """Full rights for each digest id (what pvcd and the admin credential need)."""
+    return [aiozk.ACL.make("digest", i, read=True, write=True, create=True, delete=True, admin=True)
+            for i in sorted(set(ids))]
+
+
+def connection_string(hosts: str, credential: str = "") -> str:
+    """``hosts`` with ``credential`` in front (for a child process that connects on its own)."""
+    return f"{credential}@{hosts}" if credential else hosts
 
 
 def _format_hosts(servers: list[tuple[str, int]]) -> str:
@@ -148,6 +195,27 @@ async def _establish_session(self: aiozk.session.Session) -> None:
         raise exc.SessionLost()
     self.session_id, self.password, self.timeout = response.session_id, response.password, response.timeout / 1000
     self.last_zxid = zxid
+    # ZooKeeper keeps credentials per connection: send them again on every one, before the read
+    # loop starts and before any request can be sent (the state is not CONNECTED yet).
+    for scheme, secret in getattr(self, "pvc_auth", ()):
+        await _send_auth(self.conn, scheme, secret)
+
+
+async def _send_auth(conn: aiozk.connection.Connection, scheme: str, secret: bytes) -> None:
+    request = protocol.AuthRequest(type=0, scheme=scheme, auth=secret)
+    payload = request.serialize(protocol.AUTH_XID)
+    conn.opcode_xref[protocol.AUTH_XID] = request.opcode
+    conn.writer.write(aiozk.connection.size_struct.pack(len(payload)) + payload)
+    while True:
+        try:
+            xid, _, response = await conn.read_response()
+        except Exception:  # the connection dropped: look for a server again
+            raise _ConnectFailed from None
+        if xid != protocol.WATCH_XID:
+            break
+        conn.watch_handler(response)
+    if isinstance(response, Exception):  # AUTH_FAILED (a malformed credential: checked before)
+        raise _ConnectFailed
 
 
 async def _repair_loop(self: aiozk.session.Session) -> None:
@@ -223,19 +291,36 @@ DataCallback = Callable[[bytes | None, int], Any]
 ChildrenCallback = Callable[[list[str] | None], Any]
 
 
+# The cluster's ACL: a JSON list of the digest ids (``USER:HASH``) every znode of the cluster grants
+# full rights to (docs/schema.md). Every client with a credential follows it and gives each node it
+# creates that ACL, so a credential added for rotation is on new nodes at once (pvc.cluster_acl).
+# Under /config, which is never empty: the root "/" is ZooKeeper's and stays open, so an anonymous
+# client could delete an empty top-level node (and re-create it with a list of its own).
+ACL_PATH = "/config/acl"
+
+
 class ZK:
     def __init__(
         self,
         hosts: str,
         *,
+        auth: str = "",
         session_timeout: float = 5.0,
         request_timeout: float = 5.0,
         log: Callable[..., Any] | None = None,
     ) -> None:
-        self.servers = parse_hosts(hosts)
+        """``hosts``: ``[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]``; ``auth`` (``USER:PASSWORD``), if
+        given, is the credential instead of the one in ``hosts``."""
+        credential, self.servers = parse_connection(hosts)
+        self.credential = check_credential(auth) if auth else credential
         self.hosts = _format_hosts(self.servers)
         self.request_timeout = request_timeout
         self._client = aiozk.ZKClient(self.hosts, session_timeout=session_timeout, read_timeout=request_timeout)
+        self._client.session.pvc_auth = []  # (scheme, secret) sent on every connection (_establish_session)
+        self._own_ids: list[str] = []  # digest ids of the credentials this client holds
+        self._cluster_ids: list[str] = []  # the cluster's ACL as last read from ACL_PATH
+        if self.credential:
+            self._hold(self.credential)
         self._log = log or (lambda event, **kw: None)
         self._ephemerals: dict[str, bytes] = {}
         self._renew_callbacks: list[Callable[[], Awaitable[None]]] = []
@@ -244,6 +329,10 @@ class ZK:
         self._monitor: asyncio.Task | None = None
         self._watches: set[asyncio.Task] = set()
         self.connected = asyncio.Event()
+        # For metrics (pvc.daemon.metrics): called with every request's seconds, and counts of
+        # reconnections that kept the session and of sessions lost and replaced.
+        self.observe_request: Callable[[float], None] | None = None
+        self.reconnects = {"kept": 0, "new": 0}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -263,6 +352,13 @@ class ZK:
         self._session_id = self._client.session.session_id
         self.connected.set()
         self._monitor = asyncio.create_task(self._watch_session(), name="zk-session")
+        if self.credential:
+            try:
+                self.use_cluster_acl(await self.get_data(ACL_PATH))
+            except BaseException:
+                await self.close()
+                raise
+            self.watch_data(ACL_PATH, lambda data, _version: self.use_cluster_acl(data))
 
     async def close(self) -> None:
         for task in [*self._watches, self._monitor]:
@@ -352,11 +448,13 @@ class ZK:
             if new_id != self._session_id:
                 self._log("zookeeper_session_renewed", old=hex(self._session_id or 0), new=hex(new_id or 0))
                 self._session_id = new_id
+                self.reconnects["new"] += 1
                 for cb in self._lost_callbacks:
                     cb()
                 await self._reestablish()
             else:
                 self._log("zookeeper_reconnected")
+                self.reconnects["kept"] += 1
             self.connected.set()
 
     async def _reestablish(self) -> None:
@@ -388,11 +486,80 @@ class ZK:
     def session_id(self) -> int | None:
         return self._session_id
 
+    # -- credentials and ACLs --------------------------------------------------------------------
+
+    def _hold(self, credential: str) -> None:
+        self._client.session.pvc_auth.append(("digest", credential.encode()))
+        self._own_ids.append(digest_id(credential))
+        self._client.default_acl = digest_acl([*self._cluster_ids, *self._own_ids])
+
+    def use_cluster_acl(self, data: bytes | None) -> None:
+        """Follow the cluster's ACL list; until it exists, our own credential is the ACL."""
+        import msgspec
+
+        try:
+            self._cluster_ids = msgspec.json.decode(data, type=list[str]) if data else []
+        except msgspec.ValidationError:
+            self._log("zookeeper_acl_unreadable", path=ACL_PATH)
+            return
+        self._client.default_acl = digest_acl([*self._cluster_ids, *self._own_ids])
+
+    @property
+    def acl(self) -> list[aiozk.ACL]:
+        """The ACL this client's creates carry."""
+        return list(self._client.default_acl)
+
+    async def add_credential(self, credential: str) -> None:
+        """Authenticate with one more credential, now and on every later connection."""
+        self._hold(check_credential(credential))
+        request = protocol.AuthRequest(type=0, scheme="digest", auth=credential.encode())
+
+        async def send() -> None:
+            await self._client.session.ensure_safe_state()
+            await self._client.session.conn.send(request)
+
+        await self._bounded(send)
+
+    async def get_acl(self, path: str) -> list[aiozk.ACL]:
+        return await self._bounded(lambda: self._client.get_acl(path))
+
+    async def set_acl_tree(self, roots: Iterable[str], acl: list[aiozk.ACL]) -> int:
+        """Give every node under (and including) ``roots`` the ACL ``acl``, level by level with
+        pipelined requests; returns how many nodes. A node deleted meanwhile is skipped."""
+
+        async def one(path: str) -> list[str]:
+            try:
+                await self._client.send(protocol.SetACLRequest(path=path, acl=acl, version=-1))
+                return [f"{path.rstrip('/')}/{c}" for c in await self._client.get_children(path)]
+            except NoNode:
+                return []
+
+        level, count = list(roots), 0
+        while level:
+            count += len(level)
+            below: list[str] = []
+            for i in range(0, len(level), _PIPELINE_BATCH):
+                batch = level[i : i + _PIPELINE_BATCH]
+                for children in await self._bounded(lambda b=batch: asyncio.gather(*(one(p) for p in b))):
+                    below.extend(children)
+            level = below
+        return count
+
+    def _refused(self) -> Unauthorized:
+        if not self._own_ids:
+            return Unauthorized(
+                f"ZooKeeper at {self.hosts} refused access (NoAuth): the cluster needs its credential, "
+                "give USER:PASSWORD@HOST:PORT[,HOST:PORT...] (--zookeeper or PVC_ZOOKEEPER; pvcd: zookeeper.auth)")
+        users = ", ".join(sorted({i.partition(":")[0] for i in self._own_ids}))
+        return Unauthorized(f"ZooKeeper at {self.hosts} refused access (NoAuth) to user {users}: a wrong "
+                            "password, or a credential the cluster's ACL does not list (see `pvc cluster acl`)")
+
     # -- bounded requests ------------------------------------------------------------------------
 
     async def _bounded(self, request: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``request()`` within the request timeout; a request whose connection dropped under it
         is sent again (aiozk waits until it is connected to a server again)."""
+        started = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(self.request_timeout):
                 while True:
@@ -401,10 +568,15 @@ class ZK:
                     except _DROPPED as error:
                         self._log("zookeeper_request_resent", error=type(error).__name__)
                         await asyncio.sleep(0.01)  # let the session notice and move first
+                    except exc.NoAuth:
+                        raise self._refused() from None
         except TimeoutError:
             raise Unavailable(
                 f"ZooKeeper at {self.hosts} did not answer within {self.request_timeout:g} s"
             ) from None
+        finally:
+            if self.observe_request is not None:
+                self.observe_request(asyncio.get_running_loop().time() - started)
 
     @staticmethod
     def _check_size(request: Any, what: str, unit: str = "record") -> None:
@@ -532,6 +704,8 @@ class ZK:
             for path in batch:
                 request.add(protocol.GetDataRequest(path=self._client.normalize_path(path), watch=False))
             response = await self._client.send(request)
+            if any(isinstance(r, exc.NoAuth) for r in response.responses):
+                raise self._refused()  # not "missing"
             return [None if isinstance(r, exc.ResponseError) else (r.data or b"") for r in response.responses]
 
         try:
@@ -583,6 +757,8 @@ class ZK:
             self._check_size(txn.request, f"a transaction of {len(txn.request.requests)} operations", "request")
         response = await self._bounded(lambda: self._client.send(txn.request))
         for reply in response.responses:
+            if isinstance(reply, exc.NoAuth):
+                raise self._refused()
             if isinstance(reply, exc.ResponseError) and not isinstance(reply, (exc.RolledBack, exc.RuntimeInconsistency)):
                 raise reply
 

@@ -1,4 +1,5 @@
-"""Console logs on a real cluster: pvcd tails serial log files into ZooKeeper; `pvc vm log [-f]` shows them.
+"""Console logs on a real cluster: pvcd tails serial log files into a ring of chunks in ZooKeeper;
+`pvc vm log [-f]` shows them.
 
 libvirt's test driver writes no serial logs, so these tests write each VM's log file themselves, as a
 guest's libvirt would: into the console directory of the node the VM runs on, appending, truncating
@@ -18,8 +19,10 @@ import threading
 import time
 from pathlib import Path
 
+import msgspec
 
-from pvc.console_log import MAX_BYTES, ConsoleLog
+
+from pvc.console_log import FORMAT, MAX_BYTES, MERGE_AFTER, ConsoleLog, Head, read_stored, stored_log
 from pvc.schema import Paths
 from pvc.zk import ZK
 from tests.conftest import domain_xml, wait_until
@@ -35,19 +38,26 @@ def append(cluster, node: str, name: str, data: str | bytes) -> None:
         fh.write(data.encode() if isinstance(data, str) else data)
 
 
-def stored(cluster, uuid: str) -> tuple[ConsoleLog, int]:
-    """The console_log key as ZooKeeper holds it (decoded) and its size in bytes."""
-
-    async def read():
+def zk_call(cluster, work):
+    async def run():
         zk = ZK(cluster.zookeeper, request_timeout=5)
         await zk.start()
         try:
-            return await zk.get_data(Paths.domain_console_log(uuid), b"")
+            return await work(zk)
         finally:
             await zk.close()
 
-    data = asyncio.run(read())
-    return ConsoleLog.decode(data), len(data)
+    return asyncio.run(run())
+
+
+def stored(cluster, uuid: str) -> tuple[ConsoleLog, int]:
+    """The buffer as ZooKeeper holds it (read as `pvc vm log` reads it) and the bytes its chunks take."""
+    found = zk_call(cluster, lambda zk: read_stored(zk, uuid))
+    return stored_log(found), sum(len(chunk.encode()) for _, chunk in found.chunks)
+
+
+def chunk_numbers(cluster, uuid: str) -> list[str]:
+    return zk_call(cluster, lambda zk: zk.children(Paths.domain_console_log(uuid)))
 
 
 def wait_stored(cluster, uuid: str, lines: list[str], partial: str = "", timeout: float = 10) -> ConsoleLog:
@@ -228,6 +238,8 @@ def test_follow_prints_exactly_the_lines_written_through_truncation_rotation_and
 
     log, size = stored(cluster, uuid)
     assert log.lines == written[-1000:] and size <= MAX_BYTES
+    # The ring stays small: merged chunks, the ones that scrolled out deleted.
+    assert len(chunk_numbers(cluster, uuid)) <= MERGE_AFTER + 1000 // (MERGE_AFTER - 1) + 2
 
 
 def test_a_burst_larger_than_the_buffer_is_counted_not_garbled(cluster):
@@ -260,7 +272,7 @@ def test_huge_lines_and_binary_noise_stay_within_the_byte_bound(cluster):
     append(cluster, "hv1", "noise1", "end of noise\n")
     log = wait_stored(cluster, uuid, ["end of noise"])
     _, size = stored(cluster, uuid)
-    assert size <= MAX_BYTES
+    assert size <= 2 * MAX_BYTES  # the buffer, plus at most the oldest chunk's lines that scrolled out
     assert all(len(line) <= 4096 for line in log.lines)
 
 
@@ -269,6 +281,7 @@ def test_pvcd_restart_neither_loses_nor_repeats_lines(cluster):
     written = numbered("a", 0, 20)
     append(cluster, "hv2", "restart1", text(written))
     wait_stored(cluster, uuid, written)
+    follower = Follower(cluster, "restart1", "--lines", "0")
 
     # SIGTERM; the guest keeps printing while its node's daemon is down.
     cluster.dev.stop_node("hv2", signal.SIGTERM)
@@ -285,7 +298,11 @@ def test_pvcd_restart_neither_loses_nor_repeats_lines(cluster):
     cluster.dev.start_node("hv2")
     written += more
     assert wait_stored(cluster, uuid, written).lines == written
-    time.sleep(0.5)
+    # And the follower printed each line once, in order, through both restarts.
+    assert follower.wait_lines(len(written) - 20) == written[20:]
+    follower.quiet()
+    assert follower.lines == written[20:] and not any("scrolled out" in n for n in follower.notes)
+    follower.interrupt()
     assert stored(cluster, uuid)[0].lines == written
 
 
@@ -425,3 +442,32 @@ def test_a_zookeeper_outage_delays_lines_but_loses_none(cluster):
     append(cluster, "hv3", "outage1", text(more))
     written += more
     assert wait_stored(cluster, uuid, written, timeout=30).lines == written
+
+
+def test_an_old_format_buffer_is_read_and_converted_with_its_numbering(cluster):
+    """A VM whose buffer an older pvc wrote (format 1: the whole buffer in the key's value) shows it;
+    when it runs, its tailer converts it in its first write, and a follower goes on across it."""
+    vm = cluster.define("old1", node="hv1")
+    uuid = vm["uuid"]
+    old = numbered("old", 0, 30)
+    record = b'{"first": 70, "lines": %s, "partial": "", "files": [["hv9", 1, 2, 3]]}' % \
+        msgspec.json.encode(old)
+    zk_call(cluster, lambda zk: zk.set(Paths.domain_console_log(uuid), record))
+    assert cluster.pvc("vm", "log", "old1", "-n", "3").stdout == text(old[-3:])
+
+    follower = Follower(cluster, "old1", "--lines", "2")
+    assert follower.wait_lines(2) == old[-2:]
+    cluster.pvc("vm", "start", "old1", "--wait")
+    new = numbered("new", 0, 40)
+    append(cluster, "hv1", "old1", text(new))
+    log = wait_stored(cluster, uuid, old + new)
+    assert (log.first, log.lines) == (70, old + new)  # the numbering goes on
+    head = zk_call(cluster, lambda zk: zk.get(Paths.domain_console_log(uuid)))[0]
+    assert Head.decode(head).format == FORMAT and Head.decode(head).files[0].node == "hv9"
+    assert follower.wait_lines(2 + len(new)) == old[-2:] + new
+    follower.quiet()
+    assert follower.lines == old[-2:] + new
+    follower.interrupt()
+    cluster.pvc("vm", "stop", "old1", "--wait")
+    cluster.pvc("vm", "undefine", "old1")  # the chunks go with it
+    assert not zk_call(cluster, lambda zk: zk.exists(f"/domains/{uuid}"))

@@ -1,4 +1,4 @@
-"""The console-log core: decoding, buffering, tailing, write limiting and the follow diff."""
+"""The console-log core: decoding, buffering, tailing, the ring of chunks and following it."""
 
 from __future__ import annotations
 
@@ -7,13 +7,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pvc.console_log import (
+    FORMAT,
     MAX_BYTES,
     MAX_LINE_CHARS,
+    Chunk,
     ConsoleBuffer,
     ConsoleLog,
     FileCursor,
+    FileMark,
+    FollowState,
+    Head,
     LineDecoder,
+    Lines,
+    Missed,
+    Partial,
     ReadPlan,
+    Ring,
+    assemble,
     min_bytes,
     new_lines,
     tail,
@@ -395,3 +405,160 @@ def test_decoder_reset_forgets_a_sequence_cut_by_truncation():
     assert out == "xfresh\n"
 
 
+
+
+# ---------------------------------------------------------------------------------------------- the ring
+
+
+class Store:
+    """The chunks as ZooKeeper holds them after each transaction (a RingWrite applied atomically)."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[int, bytes] = {}
+        self.written = 0  # bytes of chunk data written
+
+    def apply(self, ring: Ring, write) -> None:
+        assert write.n not in self.chunks  # the fence: a chunk number is created once
+        for n in write.delete:
+            del self.chunks[n]
+        self.chunks[write.n] = write.data
+        self.written += len(write.data)
+        ring.applied(write)
+
+    def decoded(self, above: int = 0) -> list[tuple[int, Chunk]]:
+        return [(n, Chunk.decode(d)) for n, d in sorted(self.chunks.items()) if n > above]
+
+    def log(self) -> ConsoleLog:
+        return assemble([c for _, c in self.decoded()])
+
+
+def expand(events) -> list[str | None]:
+    out: list[str | None] = []
+    for event in events:
+        if isinstance(event, Missed):
+            out += [None] * event.count
+        elif isinstance(event, Lines):
+            out += event.lines
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), max_lines=st.integers(1, 40), merge_after=st.integers(2, 6))
+def test_ring_followers_print_every_line_once_in_order(data, max_lines, merge_after):
+    """A writer stores deltas (restarting now and then, as after a migration or a daemon restart); the
+    stored buffer is always the writer's; followers print each line once, in order, and are told the
+    count of exactly the lines that scrolled out before they read them."""
+    store, ring = Store(), Ring(merge_after=merge_after)
+    buffer = ConsoleBuffer(max_lines)
+    followers = [(FollowState(ConsoleLog()), []) for _ in range(3)]  # the last keeps up after each write
+    sent: list[str] = []
+    ever_stored: set[int] = set()
+    for step in range(data.draw(st.integers(0, 40))):
+        new = [f"l{len(sent) + i}" for i in range(data.draw(st.integers(0, max_lines + 3)))]
+        sent += new
+        partial = data.draw(st.sampled_from(["", "login: ", "50%"]))
+        buffer.feed_text("\r" + "".join(f"{line}\n" for line in new) + partial)  # \r: over the last partial
+        if data.draw(st.booleans()):
+            store.apply(ring, ring.plan(buffer, None))
+            log = store.log()
+            assert (log.first, log.lines, log.partial) == (buffer.first, buffer.lines_from(0), buffer.partial)
+            ever_stored |= set(range(log.first, log.end))
+            if data.draw(st.integers(0, 5)) == 0:  # a new writer (another node, or pvcd restarted)
+                ring = Ring(store.decoded(), merge_after=merge_after)
+                buffer = ConsoleBuffer(max_lines, state=store.log())
+        for i, (state, out) in enumerate(followers):
+            if i == 2 or data.draw(st.booleans()):
+                out += expand(e for n, c in store.decoded(state.last) for e in state.chunk(n, c))
+    for state, out in followers:
+        out += expand(e for n, c in store.decoded(state.last) for e in state.chunk(n, c))
+        end = store.log().end
+        assert len(out) == end
+        assert all(got is None or got == want for got, want in zip(out, sent))
+    # The follower that read after every write missed only lines never stored at all.
+    keeping_up = followers[2][1]
+    assert {k for k, got in enumerate(keeping_up) if got is None} == set(range(len(keeping_up))) - ever_stored
+
+
+def test_a_follower_racing_a_merge_neither_repeats_nor_misses():
+    store, ring, buffer = Store(), Ring(merge_after=3), ConsoleBuffer(100)
+    for i in range(2):
+        buffer.feed_text(f"l{i}\n")
+        store.apply(ring, ring.plan(buffer, None))
+    listed = store.decoded()  # the follower lists chunks 1 and 2 and reads chunk 1 ...
+    state = FollowState(ConsoleLog())
+    out = expand(state.chunk(*listed[0]))
+    buffer.feed_text("l2\n")
+    write = ring.plan(buffer, None)
+    assert write.delete == [1, 2] and write.chunk.first == 0  # ... the writer merges 1 and 2 into 3
+    store.apply(ring, write)
+    out += expand(e for n, c in store.decoded(state.last) for e in state.chunk(n, c))  # 2 is gone: re-listed
+    assert out == ["l0", "l1", "l2"]
+
+
+def test_a_slow_follower_is_told_how_many_lines_it_missed():
+    store, ring, buffer = Store(), Ring(), ConsoleBuffer(5)
+    state = FollowState(ConsoleLog())
+    buffer.feed_text("a\nb\n")
+    store.apply(ring, ring.plan(buffer, None))
+    assert expand(e for n, c in store.decoded(state.last) for e in state.chunk(n, c)) == ["a", "b"]
+    for i in range(4):
+        buffer.feed_text(f"x{i}\ny{i}\n")
+        store.apply(ring, ring.plan(buffer, None))
+    events = [e for n, c in store.decoded(state.last) for e in state.chunk(n, c)]
+    # The chunk of x1 and y1 is still stored (y1 is in the buffer): the follower gets x1 too.
+    assert events[0] == Missed(2) and Missed(2).text == "2 lines scrolled out of the buffer before they could be shown"
+    assert expand(events) == [None] * 2 + ["x1", "y1", "x2", "y2", "x3", "y3"]
+    assert len(store.chunks) == 3  # the chunks wholly out of the buffer were deleted
+    assert store.log() == ConsoleLog(5, ["y1", "x2", "y2", "x3", "y3"])  # the buffer shows console_log.lines
+
+
+def test_one_line_a_second_costs_under_three_times_its_bytes_and_keeps_few_chunks():
+    store, ring, buffer = Store(), Ring(), ConsoleBuffer(1000)
+    mark = FileMark("hv1", 1835121, 0, 0)
+    line = "[ 1234.567890] bench: b001     line  1000000 " + "x" * 34  # 80 characters, like the bench
+    for i in range(3000):  # fill the buffer first: the steady state
+        buffer.feed_text(line + "\n")
+        mark = FileMark("hv1", 1835121, mark.offset + 81, 2918221014)
+        store.apply(ring, ring.plan(buffer, mark))
+        if i == 1999:
+            before = store.written
+    per_line = (store.written - before) / 1000
+    assert per_line <= 3 * 81, per_line
+    assert len(store.chunks) <= 32 + 1000 // 31 + 2
+    log = store.log()
+    assert log.end == 3000 and len(log.lines) == 1000
+
+
+def test_partial_line_updates_keep_one_chunk():
+    store, ring, buffer = Store(), Ring(), ConsoleBuffer(10)
+    buffer.feed_text("boot\n")
+    store.apply(ring, ring.plan(buffer, None))
+    for pct in range(0, 100, 10):
+        buffer.feed_text(f"\r{pct}%")
+        store.apply(ring, ring.plan(buffer, None))
+    assert len(store.chunks) == 2 and store.log().partial == "90%"
+    buffer.feed_text("\rdone\n")
+    store.apply(ring, ring.plan(buffer, None))
+    assert store.log().lines == ["boot", "done"] and len(store.chunks) == 2
+
+
+def test_a_format_one_buffer_is_converted_with_its_numbering():
+    old = ConsoleLog(first=40, lines=["a", "b"], partial="p").encode()
+    head = Head.decode(old)
+    assert head.format == 1 and head.log() == ConsoleLog(40, ["a", "b"], "p")
+    assert Head.decode(b"") == Head()
+    buffer, ring, store = ConsoleBuffer(10, state=head.log()), Ring(), Store()
+    state = FollowState(head.log())
+    buffer.feed_text("q\n")
+    store.apply(ring, ring.plan(buffer, None))
+    assert store.log() == ConsoleLog(40, ["a", "b", "pq"], "")
+    assert expand(e for n, c in store.decoded() for e in state.chunk(n, c)) == ["pq"]
+    new = Head(format=FORMAT, files=[FileMark("hv1", 1, 2, 3)])
+    assert Head.decode(new.encode()) == new and b"lines" not in new.encode()
+
+
+def test_follow_state_on_a_format_one_record():
+    state = FollowState(ConsoleLog(0, ["a"]))
+    events = state.record(ConsoleLog(5, ["f", "g"], "x"))
+    assert events == [Missed(4), Lines(5, ["f", "g"]), Partial("x")]
+    assert state.record(ConsoleLog(5, ["f", "g"], "x")) == []

@@ -1,4 +1,4 @@
-"""The console-log tailer's pure parts: the write budget and the record it writes."""
+"""The console-log tailer's pure parts: the write budget and the file marks it carries."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pvc.console_log import ConsoleLog, WriteBudget
-from pvc.daemon.console_tailer import MARKS_BUDGET, MAX_MARKS, FileMark, TailedLog
+from pvc.console_log import FORMAT, FileMark, Head, WriteBudget
+from pvc.daemon.console_tailer import MARKS_BUDGET, MAX_MARKS, carried_marks
 
 
 def test_a_quiet_vm_writes_at_once_and_a_few_times_in_a_row():
@@ -56,17 +56,17 @@ def test_writes_and_bytes_per_second_stay_bounded(steps):
         assert sum(s for _, s in window[:-1]) <= (1.0 + burst) * rate  # plus the last record
 
 
-def test_the_written_record_reads_as_a_console_log():
-    record = TailedLog(5, ["a", "b"], "c", [FileMark("hv1", 12, 340, 99)])
-    data = record.encode()
-    log = ConsoleLog.decode(data)
-    assert (log.first, log.lines, log.partial, log.end) == (5, ["a", "b"], "c", 7)
-    assert TailedLog.decode(data).files == [FileMark("hv1", 12, 340, 99)]
-    # And an old (or empty) record reads as a tailed one without marks.
-    assert TailedLog.decode(ConsoleLog(3, ["x"]).encode()).files == []
-    assert TailedLog.decode(b"") == TailedLog()
+def test_a_new_writer_carries_the_previous_writers_last_mark():
+    older = [FileMark("hv1", 12, 340, 99), FileMark("hv2", 7, 10, 1)]
+    last = FileMark("hv1", 12, 900, 5)  # hv1 wrote the newest chunk after its mark in the head
+    assert carried_marks(older, last, "hv3") == [FileMark("hv2", 7, 10, 1), last]
+    assert carried_marks(older, None, "hv3") == older
+    head = Head(format=FORMAT, files=carried_marks(older, last, "hv3"))
+    assert Head.decode(head.encode()) == head
 
 
 def test_marks_fit_their_budget():
-    marks = [FileMark("n" * 63, 2**63 - 1, 2**63 - 1, 2**32 - 1) for _ in range(MAX_MARKS)]
-    assert len(TailedLog(files=marks).encode()) - len(TailedLog().encode()) <= MARKS_BUDGET
+    marks = [FileMark(f"{i:0>63}", 2**63 - 1, 2**63 - 1, 2**32 - 1) for i in range(2 * MAX_MARKS)]
+    kept = carried_marks(marks, marks[-1], "hv1")
+    assert kept[-1] == marks[-1] and len(kept) <= MAX_MARKS
+    assert len(Head(format=FORMAT, files=kept).encode()) <= MARKS_BUDGET

@@ -56,9 +56,10 @@ def test_lease_from_script():
 
 
 def test_hook_script_quotes():
-    hook = dc.render_hook("/opt/my python/bin/python3", "127.0.0.1:2181", 100)
+    hook = dc.render_hook("/opt/my python/bin/python3", "pvc:p a$s@127.0.0.1:2181", 100)
     assert hook.startswith("#!/bin/sh\n")
-    assert "exec '/opt/my python/bin/python3' -m pvc.daemon.lease_hook --zookeeper 127.0.0.1:2181 --vni 100" in hook
+    assert "export PVC_ZOOKEEPER='pvc:p a$s@127.0.0.1:2181'\n" in hook  # the credential: not on a command line
+    assert "exec '/opt/my python/bin/python3' -m pvc.daemon.lease_hook --vni 100 \"$@\"" in hook
 
 
 def frr_inputs(**kw) -> FrrInputs:

@@ -6,7 +6,9 @@ import typer
 
 from pvc.cli import cluster, event, node, vm
 from pvc.cli import network, node_coordinator  # noqa: F401  (node_coordinator adds `pvc node primary/secondary`)
-from pvc.cli.common import DEFAULT_ZOOKEEPER, Settings, run
+from pvc.cli import node_log, top  # noqa: F401  (node_log adds `pvc node log`)
+from pvc.cli import acl  # noqa: F401  (adds `pvc cluster acl`)
+from pvc.cli.common import DEFAULT_ZOOKEEPER, Settings, run, run_ops
 
 app = typer.Typer(
     help="pvc: manage a KVM cluster (state in ZooKeeper, VMs on libvirt).",
@@ -20,25 +22,41 @@ app.add_typer(network.app, name="network")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(event.app, name="event")
 app.add_typer(__import__("pvc.cli.storage", fromlist=["app"]).app, name="storage")
+app.command("top")(top.top)
+app.add_typer(__import__("pvc.cli.token", fromlist=["app"]).app, name="token")
+app.add_typer(__import__("pvc.cli.connection", fromlist=["app"]).app, name="connection")
 
 
 @app.callback()
 def global_options(
     zookeeper: str = typer.Option(DEFAULT_ZOOKEEPER, "--zookeeper", "-z", envvar="PVC_ZOOKEEPER",
-                                  help="ZooKeeper HOST:PORT[,HOST:PORT...]"),
+                                  help="ZooKeeper [USER:PASSWORD@]HOST:PORT[,HOST:PORT...] (the cluster's "
+                                       "credential, if its znodes are protected)"),
     timeout: float = typer.Option(5.0, "--timeout", help="Seconds any single ZooKeeper request may take."),
+    connection: str = typer.Option("", "--connection", "-c", envvar="PVC_CONNECTION",
+                                   help="Talk to the cluster's REST API through this saved connection "
+                                        "(`pvc connection add`) instead of ZooKeeper."),
 ):
     Settings.zookeeper = zookeeper
     Settings.timeout = timeout
+    Settings.connection = connection
 
 
 @app.command()
 def init():
-    """Create the cluster layout in ZooKeeper (safe to repeat)."""
-    from pvc import store
+    """Create the cluster layout in ZooKeeper and give every znode the cluster's ACL (safe to repeat)."""
+    from pvc import cluster_acl
+    from pvc.ops.common import NoParams
 
-    created = run(store.init_cluster, check_schema=False)
-    typer.echo("Initialised the cluster" if created else "The cluster was already initialised")
+    done = run_ops(lambda b: b.call("cluster.init", NoParams()), check_schema=False)
+    typer.echo("Initialised the cluster" if done.created else "The cluster was already initialised")
+    protected = run(cluster_acl.protect, check_schema=False)
+    if protected:
+        typer.echo(f"ZooKeeper ACL: {protected.znodes} znodes readable and writable only by "
+                   f"{', '.join(protected.users)}")
+    else:
+        typer.echo("warning: no credential given (USER:PASSWORD@HOST:PORT): the cluster's znodes stay open "
+                   "to every ZooKeeper client", err=True)
 
 
 def main() -> None:

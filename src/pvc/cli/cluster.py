@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Optional
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, Output, print_json, run
+from pvc.cli.common import OUTPUT_OPTION, Output, print_json, run_ops
 
 app = typer.Typer(help="Cluster-wide status and settings.", no_args_is_help=True)
-
-
-def typed_settings(raw: dict[str, str]) -> dict:
-    """The settings as JSON shows them: maintenance is a boolean, not the stored string."""
-    return {k: (v == "true") if k == "maintenance" else v for k, v in raw.items()}
 
 
 MAINTENANCE_BANNER = ("MAINTENANCE MODE: no node is fenced and no VM is recovered automatically "
@@ -26,32 +20,9 @@ def status(output: Output = OUTPUT_OPTION):
     """Nodes and VMs by state, the primary coordinator, maintenance, fencing in progress or failed, and the cluster settings."""
     import msgspec
 
-    from pvc import fence_store, fencing, store
+    from pvc.ops.common import NoParams
 
-    async def work(zk):
-        nodes = await store.list_nodes(zk)
-        doms = await store.list_domains(zk)
-        fences = await fence_store.read_many(zk, [n.name for n in nodes])
-        settings = typed_settings(await store.settings(zk))
-        return {
-            "primary_node": await store.get_setting(zk, "primary_node"),
-            "maintenance": settings["maintenance"],
-            "settings": settings,
-            "nodes": len(nodes),
-            "nodes_by_daemon_state": dict(Counter(n.daemon_state for n in nodes)),
-            "nodes_by_domain_state": dict(Counter(n.domain_state for n in nodes)),
-            # Nodes declared dead whose fence is not finished (dead, failed, fenced awaiting recovery).
-            "fencing": [{"node": name, **msgspec.structs.asdict(f)} for name, f in sorted(fences.items())
-                        if f.status in fencing.OPEN_STATUSES],
-            "vms": len(doms),
-            "vms_by_state": dict(Counter(d.state for d in doms)),
-            "vms_failed": sorted(d.name for d in doms if d.state == "fail"),
-            # VMs libvirt runs on more than one node: must stay empty (docs/operations.md).
-            "vms_running_twice": [{"vm": d.name, "node": d.node, "also_on": d.duplicate_on}
-                                  for d in sorted(doms, key=lambda d: d.name) if d.duplicate_on],
-        }
-
-    result = run(work)
+    result = msgspec.to_builtins(run_ops(lambda b: b.call("cluster.status", NoParams())))
     if output == Output.json:
         print_json(result)
         return
@@ -85,16 +56,20 @@ def config(
     output: Output = OUTPUT_OPTION,
 ):
     """Show the cluster-wide settings, or change them."""
-    from pvc import store
+    from pvc.ops.cluster import SetParams
+    from pvc.ops.common import NoParams
 
-    async def work(zk):
-        if migration_selector is not None:
-            await store.set_setting(zk, "migration_selector", migration_selector)
-        if maintenance is not None:
-            await store.set_setting(zk, "maintenance", "true" if maintenance else "false")
-        return typed_settings(await store.settings(zk))
+    changes = [SetParams(key="migration_selector", value=migration_selector)] if migration_selector is not None else []
+    if maintenance is not None:
+        changes.append(SetParams(key="maintenance", value="true" if maintenance else "false"))
 
-    result = run(work)
+    async def work(backend):
+        result = await backend.call("cluster.settings", NoParams()) if not changes else None
+        for change in changes:
+            result = await backend.call("cluster.set", change)
+        return result
+
+    result = run_ops(work)
     if output == Output.json:
         print_json(result)
     else:

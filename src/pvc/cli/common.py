@@ -29,6 +29,7 @@ OUTPUT_OPTION = typer.Option(Output.table, "--output", "-o", help="table (for pe
 class Settings:
     zookeeper: str = os.environ.get("PVC_ZOOKEEPER", DEFAULT_ZOOKEEPER)
     timeout: float = 5.0
+    connection: str = ""  # an API connection's name (`-c`, PVC_CONNECTION): then only the API is used
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -40,6 +41,10 @@ def run(work: Callable[[Any], Awaitable[T]], *, check_schema: bool = True) -> T:
     """Connect to ZooKeeper, run ``work(zk)``, turn any PvcError into one line and an exit code."""
     from pvc import store
     from pvc.zk import ZK
+
+    if Settings.connection:
+        fail("this command needs direct ZooKeeper access (--zookeeper); it is not available through an "
+             f"API connection ({Settings.connection})", 2)
 
     async def main() -> T:
         zk = ZK(Settings.zookeeper, session_timeout=10, request_timeout=Settings.timeout)
@@ -62,10 +67,10 @@ def run(work: Callable[[Any], Awaitable[T]], *, check_schema: bool = True) -> T:
 class LocalBackend:
     """Operations run here, straight against ZooKeeper (``--zookeeper``/``PVC_ZOOKEEPER``)."""
 
-    def __init__(self, zk) -> None:
+    def __init__(self, zk, extras: dict[str, Any] | None = None) -> None:
         from pvc.ops.registry import Context
 
-        self.ctx = Context(zk, actor="zookeeper")
+        self.ctx = Context(zk, actor="zookeeper", extras=extras or {})
 
     async def call(self, name: str, params: Any) -> Any:
         from pvc.ops import registry
@@ -78,11 +83,33 @@ class LocalBackend:
         return registry.stream(self.ctx, name, params)
 
 
-def run_ops(work: Callable[[Any], Awaitable[T]]) -> T:
+def run_ops(work: Callable[[Any], Awaitable[T]], *, check_schema: bool = True, extras: dict[str, Any] | None = None) -> T:
     """Run ``work(backend)``: ``await backend.call(name, params)`` / ``async for x in
     backend.stream(name, params)`` reach the operations layer (pvc.ops) directly over ZooKeeper,
-    or through the REST API when a connection is chosen. Errors become one line and an exit code."""
-    return run(lambda zk: work(LocalBackend(zk)))
+    or through the REST API when a connection is chosen. Errors become one line and an exit code.
+    ``extras``: handles for local operations (``ceph``: `pvc storage --ceph-conf`'s client)."""
+    if Settings.connection:
+        return _run_remote(work)
+    return run(lambda zk: work(LocalBackend(zk, extras)), check_schema=check_schema)
+
+
+def _run_remote(work: Callable[[Any], Awaitable[T]]) -> T:
+    async def main() -> T:
+        from pvc.api import connections
+        from pvc.api.client import RemoteBackend
+
+        backend = RemoteBackend(connections.get(Settings.connection), timeout=max(Settings.timeout, 30.0))
+        try:
+            return await work(backend)
+        finally:
+            await backend.close()
+
+    try:
+        return asyncio.run(main())
+    except PvcError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 def print_json(value: Any) -> None:

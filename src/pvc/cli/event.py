@@ -1,48 +1,72 @@
-"""`pvc event list`: the cluster's event log (two copies of a VM, stops outside pvc, forced power-offs,
-migration fallbacks, fencing)."""
+"""`pvc cluster events`: the cluster's event log (every operation with who asked, VMs started, stopped,
+crashed and migrated, fencing, primary changes, flushes, two copies of a VM, stops outside pvc).
+`pvc event list` is the same command under its older name."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, Output, print_json, run
+from pvc.cli import cluster
+from pvc.cli.common import OUTPUT_OPTION, Output, print_json, run_ops
 
-app = typer.Typer(help="The cluster's event log.", no_args_is_help=True)
+app = typer.Typer(help="The cluster's event log (`pvc event list` = `pvc cluster events`).", no_args_is_help=True)
 
 
 def _line(e) -> str:
     import datetime
 
     when = datetime.datetime.fromtimestamp(e.time).strftime("%Y-%m-%d %H:%M:%S")
-    where = " ".join(x for x in (f"node={e.node}" if e.node else "", f"vm={e.vm}" if e.vm else "") if x)
+    where = " ".join(x for x in (f"node={e.node}" if e.node else "", f"vm={e.vm}" if e.vm else "",
+                                 f"by={e.actor}" if e.actor else "") if x)
     return f"{when} {e.severity.upper():<7} {e.kind} {where}: {e.message}"
 
 
-@app.command("list")
-def list_(
-    lines: int = typer.Option(20, "--lines", "-n", min=0, help="How many of the newest events to show."),
+def show(
+    vm: Optional[str] = typer.Option(None, "--vm", help="Only events of this VM (by name)."),
+    node: Optional[str] = typer.Option(None, "--node", help="Only events of this node."),
+    since: Optional[str] = typer.Option(
+        None, "--since", help="Only events since: a duration back from now (30s, 10m, 2h, 1d) or a time "
+                              "(2026-11-30T10:00:00, local time unless it has an offset)."),
+    lines: int = typer.Option(20, "--lines", "-n", min=0, help="How many of the newest matching events to show."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events (Ctrl-C to stop)."),
     output: Output = OUTPUT_OPTION,
 ):
     """Show the newest events, oldest first (-o json: a list; with -f, one JSON object per line)."""
-    from pvc import events
+    import datetime
+    import time
 
+    from pvc.ops.event import EventFollow, EventQuery, since_time
+
+    if since:  # the user's local time: made absolute here, so the API reads it the same
+        from pvc.errors import PvcError
+
+        try:
+            moment = since_time(since, time.time(), naive_local=True)
+        except PvcError as exc:
+            from pvc.cli.common import fail
+
+            fail(f"--{exc}")
+        since = datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).isoformat()
+    query = dict(vm=vm or "", node=node or "", since=since or "", lines=lines)
     if follow:
         import msgspec
 
-        async def tail(zk):
-            async for e in events.follow(zk, lines):
+        async def tail(backend):
+            async for e in backend.stream("event.follow", EventFollow(**query)):
                 typer.echo(msgspec.json.encode(e).decode() if output == Output.json else _line(e))
 
-        run(tail)
+        run_ops(tail)
         return
 
-    async def work(zk):
-        return [e for _, e in await events.recent(zk, lines)]
-
-    found = run(work)
+    found = run_ops(lambda backend: backend.call("event.list", EventQuery(**query)))
     if output == Output.json:
         print_json(found)
     else:
         for e in found:
             typer.echo(_line(e))
+
+
+cluster.app.command("events")(show)
+app.command("list", help="The same as `pvc cluster events`.")(show)

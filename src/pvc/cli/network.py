@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, Output, print_json, print_table, run
+from pvc.cli.common import OUTPUT_OPTION, Output, print_json, print_table, run_ops
 
 app = typer.Typer(help="Manage client networks (managed: VXLAN with gateway, DHCP and DNS; bridged: VLAN).",
                   no_args_is_help=True)
@@ -39,13 +39,12 @@ def add(
     gateway6: str = typer.Option("", "--gateway6", help="IPv6 gateway address (on the primary)."),
 ):
     """Add a client network."""
-    from pvc import network_store
     from pvc.schema import Network
 
     net = Network(vni=vni, type=type.value, description=description, domain=domain, ipv4_network=ipv4,
                   ipv4_gateway=gateway, dhcp4=dhcp, dhcp4_start=dhcp_start, dhcp4_end=dhcp_end,
                   ipv6_network=ipv6, ipv6_gateway=gateway6)
-    net = run(lambda zk: network_store.add_network(zk, net))
+    net = run_ops(lambda b: b.call("network.add", net))
     typer.echo(f"Added {net.type} network {net.vni} ({net.description})")
 
 
@@ -63,20 +62,21 @@ def modify(
     gateway6: Optional[str] = typer.Option(None, "--gateway6"),
 ):
     """Change a network (options not given stay as they are)."""
-    from pvc import network_store
+    from pvc.ops.network import NetworkChanges
 
-    net = run(lambda zk: network_store.modify_network(
-        zk, vni, description=description, domain=domain, ipv4_network=ipv4, ipv4_gateway=gateway, dhcp4=dhcp,
-        dhcp4_start=dhcp_start, dhcp4_end=dhcp_end, ipv6_network=ipv6, ipv6_gateway=gateway6))
+    changes = NetworkChanges(vni=vni, description=description, domain=domain, ipv4_network=ipv4, ipv4_gateway=gateway,
+                             dhcp4=dhcp, dhcp4_start=dhcp_start, dhcp4_end=dhcp_end, ipv6_network=ipv6,
+                             ipv6_gateway=gateway6)
+    net = run_ops(lambda b: b.call("network.modify", changes))
     typer.echo(f"Modified network {net.vni}")
 
 
 @app.command()
 def remove(vni: int = VNI):
     """Remove a network (every node removes its interfaces; the primary stops its DHCP and DNS)."""
-    from pvc import network_store
+    from pvc.ops.network import NetworkRef
 
-    net = run(lambda zk: network_store.remove_network(zk, vni))
+    net = run_ops(lambda b: b.call("network.remove", NetworkRef(vni=vni)))
     typer.echo(f"Removed network {net.vni} ({net.description})")
 
 
@@ -95,9 +95,9 @@ def _dhcp(n) -> str:
 @app.command("list")
 def list_(output: Output = OUTPUT_OPTION):
     """List client networks."""
-    from pvc import network_store
+    from pvc.ops.common import NoParams
 
-    nets = run(network_store.list_networks)
+    nets = run_ops(lambda b: b.call("network.list", NoParams()))
     if output == Output.json:
         print_json(nets)
         return
@@ -108,9 +108,9 @@ def list_(output: Output = OUTPUT_OPTION):
 @app.command()
 def info(vni: int = VNI, output: Output = OUTPUT_OPTION):
     """Show one network with its reservations and leases."""
-    from pvc import network_store
+    from pvc.ops.network import NetworkRef
 
-    view = run(lambda zk: network_store.network_view(zk, vni))
+    view = run_ops(lambda b: b.call("network.info", NetworkRef(vni=vni)))
     if output == Output.json:
         print_json(view)
         return
@@ -131,11 +131,11 @@ def _expires(expiry: int) -> str:
 @dhcp_app.command("list")
 def dhcp_list(vni: int = VNI, output: Output = OUTPUT_OPTION):
     """List a network's DHCP leases and reservations."""
-    from pvc import network_store
+    from pvc.ops.network import NetworkRef
 
-    view = run(lambda zk: network_store.network_view(zk, vni))
+    view = run_ops(lambda b: b.call("network.dhcp_list", NetworkRef(vni=vni)))
     if output == Output.json:
-        print_json({"leases": view.leases, "reservations": view.reservations})
+        print_json(view)
         return
     rows = [[r.mac, r.ip, r.hostname or "-", "reservation", "-"] for r in view.reservations]
     rows += [[l.mac, l.ip, l.hostname or "-", "lease", _expires(l.expiry)] for l in view.leases]
@@ -147,9 +147,9 @@ def dhcp_add(vni: int = VNI, mac: str = typer.Argument(..., help="Client MAC add
              ip: str = typer.Argument(..., help="Address reserved for it"),
              hostname: str = typer.Option("", "--hostname", help="Host name it gets (and DNS serves).")):
     """Reserve an address for a MAC address."""
-    from pvc import network_store
+    from pvc.ops.network import ReservationParams
 
-    res = run(lambda zk: network_store.add_reservation(zk, vni, mac, ip, hostname))
+    res = run_ops(lambda b: b.call("network.dhcp_add", ReservationParams(vni=vni, mac=mac, ip=ip, hostname=hostname)))
     typer.echo(f"Reserved {res.ip} for {res.mac} on network {vni}")
 
 
@@ -157,7 +157,7 @@ def dhcp_add(vni: int = VNI, mac: str = typer.Argument(..., help="Client MAC add
 def dhcp_remove(vni: int = VNI, mac: str = typer.Argument(..., help="Client MAC address"),
                 ip: str = typer.Argument("", help="The reserved address (checked when given)")):
     """Remove a reservation."""
-    from pvc import network_store
+    from pvc.ops.network import ReservationRef
 
-    res = run(lambda zk: network_store.remove_reservation(zk, vni, mac, ip))
+    res = run_ops(lambda b: b.call("network.dhcp_remove", ReservationRef(vni=vni, mac=mac, ip=ip)))
     typer.echo(f"Removed the reservation of {res.ip} for {res.mac} on network {vni}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, Output, fail, print_json, print_table, run, state_style
+from pvc.cli.common import OUTPUT_OPTION, Output, print_json, print_table, run_ops, state_style
 
 app = typer.Typer(help="Manage hypervisor nodes.", no_args_is_help=True)
 
@@ -20,9 +20,9 @@ def _row(n) -> list:
 @app.command("list")
 def list_(output: Output = OUTPUT_OPTION):
     """List nodes with their states and resources."""
-    from pvc import store
+    from pvc.ops.common import NoParams
 
-    nodes = run(store.list_nodes)
+    nodes = run_ops(lambda b: b.call("node.list", NoParams()))
     if output == Output.json:
         print_json(nodes)
     else:
@@ -32,28 +32,23 @@ def list_(output: Output = OUTPUT_OPTION):
 @app.command()
 def info(node: str = typer.Argument(..., help="Node name"), output: Output = OUTPUT_OPTION):
     """Show one node, with where fencing it stands (a dead node not yet fenced says why)."""
-    from pvc import fence_store, store
+    from pvc.ops.node import NodeRef
 
-    async def work(zk):
-        return await store.get_node(zk, node), (await fence_store.read(zk, node))[0]
-
-    view, fence = run(work)
+    view = run_ops(lambda b: b.call("node.info", NodeRef(node=node)))
+    # fence: null when the node was never declared dead; else the record (docs/schema.md, "Fencing").
+    if output == Output.json:
+        print_json(view)
+        return
     import msgspec
 
-    fields = msgspec.structs.asdict(view)
-    # fence: null when the node was never declared dead; else the record (docs/schema.md, "Fencing").
-    fields["fence"] = msgspec.structs.asdict(fence) if fence.status else None
-    if output == Output.json:
-        print_json(fields)
-        return
-    for key, value in fields.items():
+    for key, value in msgspec.structs.asdict(view).items():
         if key == "fence":
             continue
         if isinstance(value, list):
             value = ",".join(value) or "-"
         typer.echo(f"{key + ':':<22}{value}")
-    if fence.status:
-        for line in fence_lines(fence):
+    if view.fence:
+        for line in fence_lines(view.fence):
             typer.echo(line)
 
 
@@ -83,20 +78,9 @@ def fence(
         help="You have made sure the node is powered off (pvc cannot check it: it has no working IPMI)."),
 ):
     """Declare a powered-off node fenced, so that the primary recovers its VMs on other nodes (for nodes whose IPMI is missing or broken). pvc powers nothing off: make sure the node is off first, as a VM started elsewhere while it still runs there runs twice. Refused while the node's daemon is alive."""
-    from pvc import fence_store, store
+    from pvc.ops.node import FenceParams
 
-    if not confirm_powered_off:
-        fail(f"`pvc node fence {node}` declares the node powered off (daemon_state fenced) and lets the primary "
-             f"start its VMs on other nodes; it powers nothing off. Power {node} off, then run "
-             f"`pvc node fence {node} --confirm-powered-off`", code=2)
-
-    async def work(zk):
-        changed, message = await fence_store.declare_powered_off(zk, node)
-        if changed and await store.get_setting(zk, "maintenance") == "true":
-            message += " once maintenance is turned off (it is on: nothing is recovered automatically)"
-        return message
-
-    typer.echo(run(work))
+    typer.echo(run_ops(lambda b: b.call("node.fence", FenceParams(node=node, confirm_powered_off=confirm_powered_off))).message)
 
 
 def _local_node(node: str) -> str:
@@ -108,17 +92,26 @@ def _local_node(node: str) -> str:
 def _operation(op: str, node: str, wait: bool) -> None:
     from pvc.cli.flushing import request_operation
 
-    code = run(lambda zk: request_operation(zk, _local_node(node), op, wait))
+    code = run_ops(lambda b: request_operation(b, _local_node(node), op, wait))
     raise typer.Exit(code)
 
 
 NODE_ARG = typer.Argument("", help="Node name (default: this host)", show_default=False)
-NODE_WAIT = typer.Option(False, "--wait", "-w", help="Say if the flush lock is held, wait for it, then follow the operation.")
+NODE_WAIT = typer.Option(False, "--wait", "-w", help="Say if the flush lock is held, wait for it, then print each VM's outcome as it happens.")
 
 
 @app.command()
-def flush(node: str = NODE_ARG, wait: bool = NODE_WAIT):
+def flush(node: str = NODE_ARG, wait: bool = NODE_WAIT,
+          dry_run: bool = typer.Option(False, "--dry-run", help="Only show where each VM would go and why, and which cannot move (changes nothing)."),
+          output: Output = OUTPUT_OPTION):
     """Evacuate a node: migrate every VM away (previous_node = this node), under the cluster-wide flush lock; flushes requested meanwhile queue and run one after another."""
+    if dry_run:
+        from pvc.cli.flushing import print_plan
+        from pvc.ops.flush import NodeRef
+
+        plan = run_ops(lambda b: b.call("flush.plan", NodeRef(node=_local_node(node))))
+        print_json(plan) if output == Output.json else print_plan(plan)
+        return
     _operation("flush", node, wait)
 
 

@@ -1,8 +1,9 @@
 """`pvc storage ...`: the Ceph cluster's status, pools, RBD volumes (VM disks) and snapshots.
 
-Only argument parsing and printing; the rules live in pvc.storage.ops. Ceph is reached with its
-own ceph.conf and a client keyring (``--ceph-conf``/``PVC_CEPH_CONF``, ...); commands that must
-know which VMs use a volume also read the cluster state from ZooKeeper.
+Only argument parsing and printing: the operations are ``storage.*`` in pvc.ops.storage (rules in
+pvc.storage.ops). Ceph is reached with its own ceph.conf and a client keyring
+(``--ceph-conf``/``PVC_CEPH_CONF``, ...), handed to the operations as ``ctx.extras["ceph"]``; they
+run connected to the cluster state in ZooKeeper (which VMs use a volume; the audit log).
 """
 
 from __future__ import annotations
@@ -56,8 +57,17 @@ def _ceph():
     return CephClient(CephSettings.conf, CephSettings.client, CephSettings.keyring, CephSettings.timeout)
 
 
+def _call(name: str, params: Any) -> Any:
+    """Run operation ``name`` with this command's Ceph client."""
+    from pvc.cli.common import run_ops
+
+    ceph = _ceph()
+    return run_ops(lambda b: b.call(name, params), extras={"ceph": ceph})
+
+
 def _run(work, *, zk: bool = False) -> Any:
-    """Run ``work(ceph, zk)``; with ``zk`` also connected to the cluster state (else zk is None)."""
+    """Image transfers (files on this machine, so not operations): run ``work(ceph, zk)``; with
+    ``zk`` also connected to the cluster state (else zk is None)."""
     ceph = _ceph()
     if zk:
         from pvc.cli.common import run
@@ -75,24 +85,13 @@ def _run(work, *, zk: bool = False) -> Any:
         raise typer.Exit(130) from None
 
 
-def _size(text: str) -> int:
-    from pvc.errors import InvalidInput
-    from pvc.storage.model import parse_size
-
-    try:
-        return parse_size(text)
-    except InvalidInput as exc:
-        fail(str(exc))
-
-
 def _names(**names: str) -> None:
     """Check names before anything is contacted: a bad one is refused at once."""
     from pvc.errors import InvalidInput
-    from pvc.storage.model import check_name
+    from pvc.ops.storage import check_names
 
     try:
-        for kind, name in names.items():
-            check_name(kind.replace("_", " "), name)
+        check_names(**names)
     except InvalidInput as exc:
         fail(str(exc))
 
@@ -116,9 +115,9 @@ def _fmt(size: int) -> str:
 @app.command()
 def status(output: Output = OUTPUT_OPTION):
     """Health, capacity, usage and OSDs of the Ceph cluster."""
-    from pvc.storage import ops
+    from pvc.ops.common import NoParams
 
-    st = _run(lambda ceph, _: ops.status(ceph))
+    st = _call("storage.status", NoParams())
     if output == Output.json:
         return print_json(st)
     pct = 100 * st.bytes_used / st.bytes_total if st.bytes_total else 0
@@ -150,16 +149,9 @@ def pool_add(
     output: Output = OUTPUT_OPTION,
 ):
     """Create a pool for volumes (replicated, initialised for RBD)."""
-    from pvc.errors import InvalidInput
-    from pvc.storage import model, ops
+    from pvc.ops.storage import PoolAdd
 
-    _names(pool=name)
-    try:
-        model.check_pgs(pgs)
-        model.check_replicas(replicas)
-    except InvalidInput as exc:
-        fail(str(exc))
-    pool = _run(lambda ceph, _: ops.pool_add(ceph, name, pgs, replicas))
+    pool = _call("storage.pool_add", PoolAdd(pool=name, pgs=pgs, replicas=replicas))
     _done(output, pool, f"Added pool {pool.name} ({pool.pgs} PGs, {pool.replicas} replicas)")
 
 
@@ -171,31 +163,30 @@ def pool_remove(
     output: Output = OUTPUT_OPTION,
 ):
     """Remove a pool (refused while it holds volumes, unless --force)."""
-    from pvc.storage import ops
+    from pvc.ops.storage import PoolRemove
 
     _names(pool=name)
     if not yes:
         fail(f"removing pool {name} destroys its data: add --yes to confirm")
-    pool = _run(lambda ceph, zk: ops.pool_remove(ceph, zk, name, force), zk=force)
+    pool = _call("storage.pool_remove", PoolRemove(pool=name, force=force))
     _done(output, pool, f"Removed pool {pool.name}" + (f" and its {len(pool.volumes)} volume(s)" if pool.volumes else ""))
 
 
 @pool_app.command("list")
 def pool_list(output: Output = OUTPUT_OPTION):
     """List the pools."""
-    from pvc.storage import ops
+    from pvc.ops.common import NoParams
 
-    pools = _run(lambda ceph, _: ops.pool_list(ceph))
+    pools = _call("storage.pool_list", NoParams())
     print_json(pools) if output == Output.json else _pool_rows(pools)
 
 
 @pool_app.command("info")
 def pool_info(name: str = typer.Argument(..., help="Pool name."), output: Output = OUTPUT_OPTION):
     """Show one pool: placement groups, replicas, stored bytes, volumes."""
-    from pvc.storage import ops
+    from pvc.ops.storage import PoolRef
 
-    _names(pool=name)
-    pool = _run(lambda ceph, _: ops.pool_info(ceph, name))
+    pool = _call("storage.pool_info", PoolRef(pool=name))
     if output == Output.json:
         return print_json(pool)
     typer.echo(f"pool: {pool.name}\npgs: {pool.pgs}\nreplicas: {pool.replicas}\nstored: {_fmt(pool.stored_bytes)}\n"
@@ -219,11 +210,9 @@ def volume_add(pool: str = POOL, name: str = VOLUME,
                size: str = typer.Argument(..., help="Size, like 10G or 512M (binary units)."),
                output: Output = OUTPUT_OPTION):
     """Create a volume."""
-    from pvc.storage import ops
+    from pvc.ops.storage import VolumeAdd
 
-    _names(pool=pool, volume=name)
-    nbytes = _size(size)
-    vol = _run(lambda ceph, _: ops.volume_add(ceph, pool, name, nbytes))
+    vol = _call("storage.volume_add", VolumeAdd(pool=pool, volume=name, size=size))
     _done(output, vol, f"Added volume {pool}/{name} ({_fmt(vol.size_bytes)})")
 
 
@@ -233,11 +222,9 @@ def volume_resize(pool: str = POOL, name: str = VOLUME,
                   force: bool = typer.Option(False, "--force", help="Allow shrinking (data past the new end is lost)."),
                   output: Output = OUTPUT_OPTION):
     """Grow (or with --force shrink) a volume."""
-    from pvc.storage import ops
+    from pvc.ops.storage import VolumeResize
 
-    _names(pool=pool, volume=name)
-    nbytes = _size(size)
-    vol = _run(lambda ceph, zk: ops.volume_resize(ceph, zk, pool, name, nbytes, force), zk=True)
+    vol = _call("storage.volume_resize", VolumeResize(pool=pool, volume=name, size=size, force=force))
     _done(output, vol, f"Resized volume {pool}/{name} to {_fmt(vol.size_bytes)}")
 
 
@@ -245,10 +232,9 @@ def volume_resize(pool: str = POOL, name: str = VOLUME,
 def volume_rename(pool: str = POOL, name: str = VOLUME, new: str = typer.Argument(..., help="New name."),
                   output: Output = OUTPUT_OPTION):
     """Rename a volume (refused while a VM uses it)."""
-    from pvc.storage import ops
+    from pvc.ops.storage import VolumeRename
 
-    _names(pool=pool, volume=name, new_volume=new)
-    vol = _run(lambda ceph, zk: ops.volume_rename(ceph, zk, pool, name, new), zk=True)
+    vol = _call("storage.volume_rename", VolumeRename(pool=pool, volume=name, new=new))
     _done(output, vol, f"Renamed volume {pool}/{name} to {pool}/{new}")
 
 
@@ -256,10 +242,9 @@ def volume_rename(pool: str = POOL, name: str = VOLUME, new: str = typer.Argumen
 def volume_clone(pool: str = POOL, source: str = typer.Argument(..., help="Volume to copy."),
                  new: str = typer.Argument(..., help="Name of the new volume."), output: Output = OUTPUT_OPTION):
     """Make a new volume with another's current content (independent of it; no snapshots)."""
-    from pvc.storage import ops
+    from pvc.ops.storage import VolumeRename
 
-    _names(pool=pool, volume=source, new_volume=new)
-    vol = _run(lambda ceph, _: ops.volume_clone(ceph, pool, source, new))
+    vol = _call("storage.volume_clone", VolumeRename(pool=pool, volume=source, new=new))
     _done(output, vol, f"Cloned volume {pool}/{source} to {pool}/{new} ({_fmt(vol.size_bytes)})")
 
 
@@ -268,33 +253,30 @@ def volume_remove(pool: str = POOL, name: str = VOLUME,
                   yes: bool = typer.Option(False, "--yes", help="Confirm: the volume and its snapshots are gone for good."),
                   output: Output = OUTPUT_OPTION):
     """Remove a volume and its snapshots (refused while a VM uses it)."""
-    from pvc.storage import ops
+    from pvc.ops.storage import VolumeRef
 
     _names(pool=pool, volume=name)
     if not yes:
         fail(f"removing volume {pool}/{name} destroys its data: add --yes to confirm")
-    vol = _run(lambda ceph, zk: ops.volume_remove(ceph, zk, pool, name), zk=True)
+    vol = _call("storage.volume_remove", VolumeRef(pool=pool, volume=name))
     _done(output, vol, f"Removed volume {pool}/{name}")
 
 
 @volume_app.command("list")
 def volume_list(pool: Optional[str] = typer.Argument(None, help="Only this pool."), output: Output = OUTPUT_OPTION):
     """List volumes (of every pool, or of one), with the VM using each."""
-    from pvc.storage import ops
+    from pvc.ops.storage import VolumeFilter
 
-    if pool is not None:
-        _names(pool=pool)
-    vols = _run(lambda ceph, zk: ops.volume_list(ceph, zk, pool or ""), zk=True)
+    vols = _call("storage.volume_list", VolumeFilter(pool=pool or ""))
     print_json(vols) if output == Output.json else _volume_rows(vols)
 
 
 @volume_app.command("info")
 def volume_info(pool: str = POOL, name: str = VOLUME, output: Output = OUTPUT_OPTION):
     """Show one volume: size, the VM using it, snapshots."""
-    from pvc.storage import ops
+    from pvc.ops.storage import VolumeRef
 
-    _names(pool=pool, volume=name)
-    vol = _run(lambda ceph, zk: ops.volume_info(ceph, zk, pool, name), zk=True)
+    vol = _call("storage.volume_info", VolumeRef(pool=pool, volume=name))
     if output == Output.json:
         return print_json(vol)
     typer.echo(f"volume: {vol.pool}/{vol.name}\nsize: {_fmt(vol.size_bytes)} ({vol.size_bytes} bytes)\n"
@@ -341,40 +323,36 @@ SNAP = typer.Argument(..., help="Snapshot name.")
 @snapshot_app.command("add")
 def snapshot_add(pool: str = POOL, volume: str = VOLUME, name: str = SNAP, output: Output = OUTPUT_OPTION):
     """Take a snapshot of a volume."""
-    from pvc.storage import ops
+    from pvc.ops.storage import SnapshotRef
 
-    _names(pool=pool, volume=volume, snapshot=name)
-    snap = _run(lambda ceph, _: ops.snapshot_add(ceph, pool, volume, name))
+    snap = _call("storage.snapshot_add", SnapshotRef(pool=pool, volume=volume, snapshot=name))
     _done(output, snap, f"Added snapshot {pool}/{volume}@{name}")
 
 
 @snapshot_app.command("remove")
 def snapshot_remove(pool: str = POOL, volume: str = VOLUME, name: str = SNAP, output: Output = OUTPUT_OPTION):
     """Remove a snapshot."""
-    from pvc.storage import ops
+    from pvc.ops.storage import SnapshotRef
 
-    _names(pool=pool, volume=volume, snapshot=name)
-    snap = _run(lambda ceph, _: ops.snapshot_remove(ceph, pool, volume, name))
+    snap = _call("storage.snapshot_remove", SnapshotRef(pool=pool, volume=volume, snapshot=name))
     _done(output, snap, f"Removed snapshot {pool}/{volume}@{name}")
 
 
 @snapshot_app.command("rollback")
 def snapshot_rollback(pool: str = POOL, volume: str = VOLUME, name: str = SNAP, output: Output = OUTPUT_OPTION):
     """Roll a volume back to a snapshot (refused while a running VM uses it)."""
-    from pvc.storage import ops
+    from pvc.ops.storage import SnapshotRef
 
-    _names(pool=pool, volume=volume, snapshot=name)
-    snap = _run(lambda ceph, zk: ops.snapshot_rollback(ceph, zk, pool, volume, name), zk=True)
+    snap = _call("storage.snapshot_rollback", SnapshotRef(pool=pool, volume=volume, snapshot=name))
     _done(output, snap, f"Rolled volume {pool}/{volume} back to snapshot {name}")
 
 
 @snapshot_app.command("list")
 def snapshot_list(pool: str = POOL, volume: str = VOLUME, output: Output = OUTPUT_OPTION):
     """List a volume's snapshots, oldest first."""
-    from pvc.storage import ops
+    from pvc.ops.storage import VolumeRef
 
-    _names(pool=pool, volume=volume)
-    snaps = _run(lambda ceph, _: ops.snapshot_list(ceph, pool, volume))
+    snaps = _call("storage.snapshot_list", VolumeRef(pool=pool, volume=volume))
     if output == Output.json:
         return print_json(snaps)
     print_table(["SNAPSHOT", "SIZE", "PROTECTED", "TAKEN"],

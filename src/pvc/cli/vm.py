@@ -36,76 +36,23 @@ def define(
     start: bool = typer.Option(False, "--start", help="Start the VM once defined."),
 ):
     """Define a VM from its libvirt XML; it is placed on a node and left stopped (unless --start)."""
-    from pvc import store
-    from pvc.domain_xml import parse_domain_xml
-    from pvc.schema import MIGRATION_METHODS
+    from pvc.ops.vm import DefineParams
 
-    xml = _read_xml(file)
-    if migration_method and migration_method not in MIGRATION_METHODS:
-        fail(f"unknown migration method {migration_method!r}; choose one of {', '.join(MIGRATION_METHODS)}")
-
-    async def work(zk):
-        spec = parse_domain_xml(xml)
-        await _check_volumes(zk, xml, spec.uuid)
-        limit = [n for n in node_limit.split(",") if n]
-        dom = await store.define_domain(zk, spec, xml, target=target, selector=selector, node_limit=limit,
-                                        autostart=autostart, migration_method=migration_method)
-        warning = await _console_log_warning(zk, dom)
-        if start:
-            await store.update_domain(zk, dom.uuid, lambda d: _request(d, "start"))
-        return dom, warning
-
-    dom, warning = run(work)
-    if warning:
-        typer.echo(f"warning: {warning}", err=True)
-    typer.echo(f"Defined VM {dom.name} ({dom.uuid}) on node {dom.node}" + (", starting" if start else ""))
-
-
-async def _check_volumes(zk, xml: str, uuid: str) -> None:
-    """RBD disks: the volumes exist and no other VM uses them (pvc.storage.vm_volumes)."""
-    if "rbd" not in xml:
-        return
-    from pvc.cli.vm_volume import ceph_from_env
-    from pvc.storage.vm_volumes import check_definition
-
-    await check_definition(zk, ceph_from_env(required=False), xml, uuid)
-
-
-async def _console_log_warning(zk, dom) -> str:
-    from pvc import store
-
-    node = await store.get_node(zk, dom.node)
-    directory = node.console_log_directory
-    expected = f"{directory.rstrip('/')}/{dom.name}.log" if directory else ""
-    if not dom.console_log_file:
-        return (f"VM {dom.name} has no serial <log file=...>; `pvc vm log` will be empty "
-                f"(add <log file='{expected or '/var/log/libvirt/' + dom.name + '.log'}' append='on'/> to its <serial>)")
-    if expected and dom.console_log_file != expected:
-        return f"VM {dom.name} logs its serial console to {dom.console_log_file}, but pvc reads {expected}"
-    return ""
-
-
-def _request(dom, action: str):
-    from pvc import vm_states
-
-    return vm_states.request(dom, action)
+    params = DefineParams(xml=_read_xml(file), target=target, selector=selector, node_limit=node_limit.split(","),
+                          autostart=autostart, migration_method=migration_method, start=start)
+    done = run_ops(lambda b: b.call("vm.define", params))
+    if done.warning:
+        typer.echo(f"warning: {done.warning}", err=True)
+    typer.echo(f"Defined VM {done.vm.name} ({done.vm.uuid}) on node {done.vm.node}" + (", starting" if start else ""))
 
 
 @app.command()
 def modify(vm: str = typer.Argument(..., help="VM name or UUID"), file: Path = typer.Argument(..., help="new libvirt XML")):
     """Replace a VM's XML (takes effect at its next start)."""
-    from pvc import store
-    from pvc.domain_xml import parse_domain_xml
+    from pvc.ops.vm import ModifyParams
 
-    xml = _read_xml(file)
-
-    async def work(zk):
-        spec = parse_domain_xml(xml)
-        uuid = await store.resolve_domain(zk, vm)
-        await _check_volumes(zk, xml, uuid)
-        return await store.modify_domain(zk, uuid, spec, xml)
-
-    dom = run(work)
+    params = ModifyParams(vm=vm, xml=_read_xml(file))
+    dom = run_ops(lambda b: b.call("vm.modify", params))
     typer.echo(f"Modified VM {dom.name}; the new definition applies at its next start")
 
 
@@ -114,52 +61,37 @@ def undefine(vm: str = typer.Argument(..., help="VM name or UUID"),
              delete_volumes: bool = typer.Option(False, "--delete-volumes",
                                                  help="Also remove the VM's RBD volumes (and their snapshots).")):
     """Remove a stopped VM from the cluster (its RBD volumes stay unless --delete-volumes)."""
-    from pvc import store
+    from pvc.ops.vm import UndefineParams
 
-    if delete_volumes:
-        from pvc.cli.vm_volume import ceph_from_env
-        from pvc.storage.vm_volumes import undefine as undefine_with_volumes
-
-        ceph = ceph_from_env(required=False)
-        dom, removed = run(lambda zk: undefine_with_volumes(zk, ceph, vm, True))
-        typer.echo(f"Undefined VM {dom.name} ({dom.uuid})"
-                   + (f"; removed volumes {', '.join(removed)}" if removed else "; it had no volumes to remove"))
-        return
-
-    async def work(zk):
-        return await store.undefine_domain(zk, await store.resolve_domain(zk, vm))
-
-    dom = run(work)
-    typer.echo(f"Undefined VM {dom.name} ({dom.uuid})")
+    done = run_ops(lambda b: b.call("vm.undefine", UndefineParams(vm=vm, delete_volumes=delete_volumes)))
+    removed = done.removed_volumes
+    typer.echo(f"Undefined VM {done.vm.name} ({done.vm.uuid})" + (
+        "" if not delete_volumes else
+        f"; removed volumes {', '.join(removed)}" if removed else "; it had no volumes to remove"))
 
 
 @app.command()
 def dump(vm: str = typer.Argument(..., help="VM name or UUID")):
     """Print a VM's libvirt XML."""
-    from pvc import store
+    from pvc.ops.vm import VmRef
 
-    async def work(zk):
-        return await store.read_xml(zk, await store.resolve_domain(zk, vm))
-
-    xml = run(work)
-    typer.echo(xml.rstrip("\n"))
+    typer.echo(run_ops(lambda b: b.call("vm.xml", VmRef(vm=vm))).xml.rstrip("\n"))
 
 
 def _state_command(action: str, doc: str):
     def command(vm: str = typer.Argument(..., help="VM name or UUID"), wait: bool = WAIT):
-        from pvc import store
-        from pvc.cli.waiting import wait_for_vm
+        from pvc.ops.vm import VmAction, WaitParams
 
-        async def work(zk):
-            uuid = await store.resolve_domain(zk, vm)
-            dom, version = await store.update_domain(zk, uuid, lambda d: _request(d, action))
+        async def work(backend):
+            done = await backend.call(f"vm.{action}", VmAction(vm=vm))
+            dom = done.vm
             if wait:
                 where = f"{dom.node}, then {dom.target_node}" if dom.state == "migrate" else dom.node
                 typer.echo(f"Waiting for VM {dom.name} to {action} on node {where}...", err=True)
-                dom = await wait_for_vm(zk, uuid, action, version, [dom.node, dom.target_node])
+                dom = await backend.call("vm.wait", WaitParams(vm=dom.uuid, action=action, after_version=done.version))
             return dom
 
-        dom = run(work)
+        dom = run_ops(work)
         if wait:
             note = f" ({dom.note})" if dom.note else ""
             typer.echo(f"VM {dom.name} is {'running' if dom.libvirt_state == 'running' else dom.state} "
@@ -231,37 +163,25 @@ TARGET = typer.Option("", "--target", "-t", help="Destination node (default: cho
 SELECTOR = typer.Option("", "--selector", "-s", help="mem | memfree | load | vcpus | vms (default: the VM's, else the cluster's).")
 
 
-# Without --wait, how long a move of a VM that is not running waits for its node's hand-over.
-HAND_OVER_PATIENCE = 2.0
+def _migration(mode: str, params, wait: bool) -> None:
+    """Request the migration, then (--wait) say what is awaited and follow it (operation vm.wait)."""
+    from pvc.ops.vm import WaitParams
 
+    async def work(backend):
+        done = await backend.call(f"vm.{mode}", params)
+        dom, source = done.vm, done.source
+        if wait and done.how == "migrate":
+            typer.echo(f"Migrating VM {dom.name} from {source} to {dom.target_node}...", err=True)
+            done.vm = await backend.call("vm.wait", WaitParams(vm=dom.uuid, action=mode, after_version=done.version,
+                                                              target=dom.target_node))
+        elif wait and done.how == "pending":
+            done.vm = await backend.call("vm.wait", WaitParams(vm=dom.uuid, action="hand_over",
+                                                              after_version=done.version, target=dom.target_node))
+            done.how = "handed"
+        return done
 
-def _migration(mode: str, vm: str, target: str, selector: str, force: bool, wait: bool) -> None:
-    import asyncio
-
-    from pvc import store, vm_states
-    from pvc.cli.waiting import wait_for_vm
-
-    async def work(zk):
-        uuid = await store.resolve_domain(zk, vm)
-        dom, version, source = await store.request_migration(zk, uuid, mode, target=target, selector=selector, force=force)
-        destination = dom.target_node
-        if dom.state == "migrate":
-            if wait:
-                typer.echo(f"Migrating VM {dom.name} from {source} to {destination}...", err=True)
-                dom = await wait_for_vm(zk, uuid, mode, version, [source, destination],
-                                        outcome=lambda d: vm_states.migration_outcome(d, destination))
-            return dom, source, "migrate"
-        if dom.node != source:
-            return dom, source, "reassigned"  # its node is fenced: nothing runs there
-        # Not running: its node hands it over once its libvirt confirms it off.
-        follow = wait_for_vm(zk, uuid, mode, version, [source],
-                             outcome=lambda d: vm_states.hand_over_outcome(d, destination))
-        try:
-            return await asyncio.wait_for(follow, None if wait else HAND_OVER_PATIENCE), source, "handed"
-        except asyncio.TimeoutError:
-            return dom, source, "pending"
-
-    dom, source, how = run(work)
+    done = run_ops(work)
+    dom, source, how = done.vm, done.source, done.how
     if how == "reassigned":
         typer.echo(f"VM {dom.name} is not running: reassigned from {source} (fenced) to {dom.node}")
     elif how == "handed":
@@ -292,20 +212,26 @@ def migrate(
     wait: bool = WAIT,
 ):
     """Move a VM to another node by its migration method (any: live, else shut down and restart; live; shutdown) and record its current node as previous_node. A VM that is not running is handed over by its node once libvirt there confirms it off. A VM that was already migrated is refused unless --force; a forced migrate does not change previous_node."""
-    _migration("migrate", vm, target, selector, force, wait)
+    from pvc.ops.vm import MigrateParams
+
+    _migration("migrate", MigrateParams(vm=vm, target=target, selector=selector, force=force), wait)
 
 
 @app.command()
 def unmigrate(vm: str = typer.Argument(..., help="VM name or UUID"), wait: bool = WAIT):
     """Return a migrated VM to its previous node and clear previous_node."""
-    _migration("unmigrate", vm, "", "", False, wait)
+    from pvc.ops.vm import VmAction
+
+    _migration("unmigrate", VmAction(vm=vm), wait)
 
 
 @app.command()
 def move(vm: str = typer.Argument(..., help="VM name or UUID"), target: str = TARGET, selector: str = SELECTOR,
          wait: bool = WAIT):
     """Migrate a VM permanently: like migrate, but previous_node is cleared."""
-    _migration("move", vm, target, selector, False, wait)
+    from pvc.ops.vm import MoveParams
+
+    _migration("move", MoveParams(vm=vm, target=target, selector=selector), wait)
 
 
 @app.command("log")

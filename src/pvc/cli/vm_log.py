@@ -1,32 +1,26 @@
 """`pvc vm log`: a VM's serial console buffer, shown once (in a pager) or followed live.
 
-Following is driven by two ZooKeeper watches, never a poll: the console-log key (the node's tailer
-rewrites it when the buffer changes) and the domain record (to say when the VM stops, starts or
-moves). Every buffered line has a sequence number, so each new version is diffed by number
-(``pvc.console_log.new_lines``): no line is printed twice or skipped, however many arrived between
-two versions, unless the buffer scrolled past lines before they could be read, which is said on
-standard error with the count. The log lines alone go to standard output.
-
-The follower keeps following when the VM migrates (the key is the same; the target's tailer goes on
-with the same numbering) and when it stops (its last lines are written after the stop, and it may be
-started again); it says so on standard error. It ends quietly (exit 0) on Ctrl-C or SIGTERM, and
-when the VM is undefined.
+This module only prints: what to print comes from the reading API in ``pvc.console_log``
+(``read_log``, ``follow``), which the REST API streams too. ``follow`` yields the lines in order, each
+once, across migrations, daemon restarts and stops; when the ring scrolled past lines before they
+could be read it says how many (printed on standard error, as are the notices about the VM: stopped,
+starting, moved). The log lines alone go to standard output. It ends quietly (exit 0) on Ctrl-C or
+SIGTERM, and when the VM is undefined.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 from typing import TextIO
 
-import msgspec
+from pvc import console_log
+from pvc.console_log import ConsoleLog, Lines, Missed, Notice, Partial, tail
+from pvc.schema import Domain
 
-from pvc.console_log import ConsoleLog, new_lines, tail
-from pvc.schema import Domain, Paths
-
-STOPPED = ("stop", "disable", "fail")
 CLEAR_LINE = "\r\x1b[K"
 
 
@@ -35,19 +29,11 @@ def _note(message: str) -> None:
     print(f"-- {message}", file=sys.stderr, flush=True)
 
 
-def _decode(data: bytes | None) -> ConsoleLog | None:
-    try:
-        return ConsoleLog.decode(data or b"")
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
 async def read_log(zk, uuid: str) -> tuple[Domain, ConsoleLog]:
     from pvc import store
 
     dom, _ = await store.read_domain(zk, uuid)
-    log = _decode(await zk.get_data(Paths.domain_console_log(uuid), b""))
-    return dom, log or ConsoleLog()
+    return dom, await console_log.read_log(zk, uuid)
 
 
 def render(log: ConsoleLog, lines: int | None) -> str:
@@ -98,15 +84,14 @@ class _Printer:
         self.out, self.tty = out, tty
         self.shown = ""  # the partial line now on the screen
 
-    def lines(self, lines: list[str], skipped: int) -> None:
+    def note(self, message: str) -> None:
+        if self.shown:
+            self._flush([CLEAR_LINE])
+            self.shown = ""
+        _note(message)
+
+    def lines(self, lines: list[str]) -> None:
         parts: list[str] = []
-        if skipped:
-            if self.shown:
-                parts.append(CLEAR_LINE)
-                self.shown = ""
-            self._flush(parts)
-            _note(f"{skipped} line{'s' if skipped != 1 else ''} scrolled out of the buffer before they could be shown")
-            parts = []
         for line in lines:
             if self.shown and line.startswith(self.shown):
                 parts.append(line[len(self.shown):] + "\n")
@@ -130,72 +115,38 @@ class _Printer:
             self.out.flush()
 
 
-def _is_stopped(dom: Domain) -> bool:
-    return dom.state in STOPPED
-
-
 async def follow(zk, uuid: str, lines: int, out: TextIO | None = None) -> None:
     """Print the last ``lines`` lines, then every new line until Ctrl-C (or the VM is undefined)."""
-    from pvc import store
-
     out = out or _stdout()
     printer = _Printer(out, out.isatty())
-    dom, _ = await store.read_domain(zk, uuid)
     loop = asyncio.get_running_loop()
-    events: asyncio.Queue = asyncio.Queue()
+    task = asyncio.current_task()
+    quitting = False
+
+    def quit_() -> None:
+        nonlocal quitting
+        quitting = True
+        task.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, events.put_nowait, ("quit", None))
-    watches = [
-        zk.watch_data(Paths.domain_console_log(uuid), lambda data, _v: events.put_nowait(("log", data))),
-        zk.watch_data(Paths.domain(uuid), lambda data, _v: events.put_nowait(("vm", data))),
-    ]
-    upto: int | None = None  # sequence number of the next line to print
+        loop.add_signal_handler(sig, quit_)
     try:
-        while True:
-            kind, data = await events.get()
-            if kind == "quit":
-                return
-            if kind == "vm":
-                if data is None:
-                    _note(f"VM {dom.name} was undefined")
-                    return
-                try:
-                    dom = _vm_changed(dom, Domain.decode(data))
-                except msgspec.DecodeError:
-                    pass
-                continue
-            if data is None and upto is not None:
-                continue  # the key is gone: the VM is being undefined (the record watch says so)
-            log = _decode(data)
-            if log is None:  # unreadable: wait for the next version
-                if upto is not None:
-                    continue
-                log = ConsoleLog()
-            if upto is None:
-                printer.lines(tail(log, lines), 0)
-                upto = log.end
-                where = f"on node {dom.node}" if not _is_stopped(dom) else f"(not running: {dom.state})"
-                _note(f"following the console of VM {dom.name} {where}; Ctrl-C to stop")
-            else:
-                step = new_lines(upto, log)
-                printer.lines(step.lines, step.skipped)
-                upto = step.next
-            printer.partial(log.partial)
+        async with contextlib.aclosing(console_log.follow(zk, uuid, lines)) as events:
+            async for event in events:
+                if isinstance(event, Lines):
+                    printer.lines(event.lines)
+                elif isinstance(event, Partial):
+                    printer.partial(event.text)
+                elif isinstance(event, Missed):
+                    printer.note(event.text)
+                elif isinstance(event, Notice):
+                    printer.note(event.text + ("; Ctrl-C to stop" if event.kind == "following" else ""))
+    except asyncio.CancelledError:
+        if not quitting:
+            raise
+        task.uncancel()
     except BrokenPipeError:
         _silence_stdout()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        for watch in watches:
-            watch.cancel()
-
-
-def _vm_changed(old: Domain, new: Domain) -> Domain:
-    if _is_stopped(new) and not _is_stopped(old):
-        reason = f": {new.failed_reason}" if new.failed_reason else ""
-        _note(f"VM {new.name} stopped ({new.state}{reason}); still following")
-    elif _is_stopped(old) and not _is_stopped(new):
-        _note(f"VM {new.name} is starting on node {new.node}")
-    elif new.node != old.node:
-        _note(f"VM {new.name} moved to node {new.node}")
-    return new

@@ -19,19 +19,28 @@ printing faster than anyone can read) is skipped, with a line in the log saying 
 file stays open between checks: when the path is renamed away or replaced (rotation), the rest of
 the old file is read before the new one; a truncated file (append='off') is read again from 0.
 
-Writes are compare-and-set on the key's version (a second writer makes this one stop, never
-clobber), only when the buffer changed, and within a ``WriteBudget``: at most 20 writes and about
-1 MiB a second per VM sustained (a quiet VM's first writes go at once). ``vm_gone`` (a stop, or
-before a migration hands the VM over) reads the file to its end and writes a final time.
+Writes are deltas (``pvc.console_log.Ring`` decides, docs/schema.md "Console logs" has the layout):
+each creates one chunk znode under ``/domains/<uuid>/console_log`` with the lines that are new since the
+previous write, and deletes in the same transaction the chunks that scrolled out of the buffer (every
+``MERGE_AFTER`` writes it merges the small chunks into one). They go only when the buffer changed, and
+within a ``WriteBudget``: at most 20 writes and about 1 MiB a second per VM (a quiet VM's first writes
+go at once). ``vm_gone`` (a stop, or before a migration hands the VM over) reads the file to its end
+and writes a final time.
 
-Where reading starts. The record carries, beside the lines, one *file mark* per node that tailed the
-VM: the inode and offset its buffer reflects and a CRC of the bytes just before that offset. On
-``vm_here`` a mark whose inode matches the file and whose CRC matches the bytes now there means the
-file is the same one, grown since: reading continues at the mark (a restarted pvcd reads exactly what
-it had not written yet; a VM back on a node it ran on before with append='on' skips the old part; on
-nodes that share one log file the furthest mark wins). A file no mark matches (new, truncated by
-append='off', rotated) was written since the VM came here and is read from its start (its last
-``MAX_BACKLOG`` bytes at most).
+One writer per VM. The chunk numbers are the fence: a write creates chunk ``next`` and fails if it
+exists, so a second writer makes this one stop, never clobber. A tailer's first write also sets the
+head (compare-and-set on the version it loaded), converting a format-1 buffer in the same
+transaction. A write whose outcome is unknown (ZooKeeper did not answer in time) is sent again
+unchanged; if it had landed, the chunk is there with the same bytes, and that counts as written.
+
+Where reading starts. Each chunk carries its writer's *file mark*: the inode and offset its buffer
+reflects and a CRC of the bytes just before that offset; the head keeps the last mark of every other
+node that tailed the VM (a tailer copies the previous writer's last mark into it). On ``vm_here`` a
+mark whose inode matches the file and whose CRC matches the bytes now there means the file is the same
+one, grown since: reading continues at the mark (a restarted pvcd reads exactly what it had not written
+yet; a VM back on a node it ran on before with append='on' skips the old part; on nodes that share one
+log file the furthest mark wins). A file no mark matches (new, truncated by append='off', rotated) was
+written since the VM came here and is read from its start (its last ``MAX_BACKLOG`` bytes at most).
 """
 
 from __future__ import annotations
@@ -46,7 +55,20 @@ from pathlib import Path
 
 import msgspec
 
-from pvc.console_log import MAX_BYTES, ConsoleBuffer, ConsoleLog, FileCursor, LineDecoder, WriteBudget
+from pvc.console_log import (
+    FORMAT,
+    MAX_BYTES,
+    ConsoleBuffer,
+    FileCursor,
+    FileMark,
+    Head,
+    LineDecoder,
+    Ring,
+    RingWrite,
+    WriteBudget,
+    read_stored,
+    stored_log,
+)
 from pvc.errors import Unavailable
 from pvc.schema import Domain, Paths
 from pvc.zk import BadVersion, NodeExists, NoNode
@@ -57,28 +79,22 @@ WRITE_BYTES_PER_SECOND = 1024 * 1024  # a large record costs size / rate seconds
 WRITE_BURST = 0.2  # seconds of credit a quiet VM saves up (a few writes at once after a pause)
 MAX_BACKLOG = 1024 * 1024  # most bytes one check reads; an older backlog is skipped (and said so)
 FINGERPRINT = 128  # bytes before a mark's offset covered by its CRC
-MARKS_BUDGET = 4096  # bytes of the record kept for file marks (the lines get MAX_BYTES minus this)
+MARKS_BUDGET = 4096  # most bytes of file marks the head keeps
 MAX_MARKS = 16  # most file marks kept (one per node, most recent last)
 FINAL_FLUSH_TIMEOUT = 10.0  # seconds vm_gone may spend on the last read and write
 
 
-class FileMark(msgspec.Struct, array_like=True):
-    """How far a node's tailer got in its copy of the VM's log file."""
-
-    node: str
-    inode: int
-    offset: int
-    crc: int  # zlib.crc32 of the (up to FINGERPRINT) bytes before offset
-
-
-class TailedLog(ConsoleLog):
-    """The record as the tailer writes it: a ``ConsoleLog`` (what followers decode; they ignore
-    ``files``) plus the file marks."""
-
-    files: list[FileMark] = []
-
-
 _encoder = msgspec.json.Encoder()
+
+
+def carried_marks(files: list[FileMark], last: FileMark | None, node: str) -> list[FileMark]:
+    """The head's marks as a new writer (``node``) stores them: the previous writer's last mark
+    replaces its older one, most recent last, within MAX_MARKS and MARKS_BUDGET."""
+    marks = [m for m in files if last is None or m.node != last.node] + ([last] if last else [])
+    marks = marks[-MAX_MARKS:]
+    while len(marks) > 1 and len(_encoder.encode(marks)) > MARKS_BUDGET - 16:
+        marks.pop(0)
+    return marks
 
 
 def _stat(path: Path) -> os.stat_result | None:
@@ -213,8 +229,10 @@ class _Tail:
         self.decoder = LineDecoder()
         self.cursor = FileCursor()
         self.budget = WriteBudget(MIN_WRITE_INTERVAL, WRITE_BYTES_PER_SECOND, WRITE_BURST)
-        self.version: int | None = None  # of the key as last read or written; None: key missing
-        self.marks: list[FileMark] = []  # other nodes' marks, carried along
+        self.ring = Ring()
+        self.head: Head | None = None  # to store with the first write (then None); marks carried
+        self.head_version: int | None = None  # the head's version as loaded; None: the key was missing
+        self.pending: tuple[RingWrite, list[tuple]] | None = None  # sent, outcome unknown: resent as is
         self.recent = b""  # last FINGERPRINT bytes consumed from the current file
         self.written: FileMark | None = None  # our mark as of the last write
         self._last_check = 0.0
@@ -234,7 +252,7 @@ class _Tail:
                     break
                 self._last_check = time.monotonic()
                 await self._check()
-                if self.buffer.dirty and self.budget.delay(time.monotonic()) == 0:
+                if self._due() and self.budget.delay(time.monotonic()) == 0:
                     if await self._write() is _STOP:
                         return
             await self._final()
@@ -248,7 +266,7 @@ class _Tail:
     async def _wait(self) -> None:
         """Until woken (inotify, vm_gone), the next check is due, or a coalesced write may go."""
         timeout = self.tailer.interval
-        if self.buffer.dirty:
+        if self._due():
             timeout = min(timeout, self.budget.delay(time.monotonic()))
         if timeout > 0 and not self.wake.is_set():
             timer = asyncio.get_running_loop().call_later(timeout, self.wake.set)
@@ -257,7 +275,7 @@ class _Tail:
             finally:
                 timer.cancel()
         self.wake.clear()
-        if self.stopping or (self.buffer.dirty and self.budget.delay(time.monotonic()) == 0):
+        if self.stopping or (self._due() and self.budget.delay(time.monotonic()) == 0):
             return  # a write is due: no further delay
         # A guest printing continuously wakes us on every write: read in batches instead.
         gap = self._last_check + MIN_CHECK_GAP - time.monotonic()
@@ -265,8 +283,12 @@ class _Tail:
             await asyncio.sleep(gap)
             self.wake.clear()
 
+    def _due(self) -> bool:
+        """A write is wanted: the buffer changed, or a write's outcome is still unknown."""
+        return self.buffer.dirty or self.pending is not None
+
     def _unsaved(self) -> bool:
-        return self.buffer.dirty or self.written != self._mark()
+        return self._due() or self.written != self._mark()
 
     async def _final(self) -> None:
         """vm_gone: read to the end, then write whatever the last write did not carry."""
@@ -290,10 +312,7 @@ class _Tail:
         delay = 0.1
         while True:
             try:
-                data, self.version = await self.zk.get(self.key)
-                break
-            except NoNode:
-                data, self.version = b"", None
+                stored = await read_stored(self.zk, self.uuid)
                 break
             except Unavailable as exc:
                 if self.stopping:
@@ -301,17 +320,18 @@ class _Tail:
                     return False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        try:
-            stored = TailedLog.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self.log.warning("console_log_record_unreadable_starting_afresh", error=str(exc))
-            stored = TailedLog()
-        self.buffer = ConsoleBuffer(self.tailer.max_lines, MAX_BYTES - MARKS_BUDGET, state=stored)
-        self.marks = [m for m in stored.files if m.node != self.tailer.node]
-        self.written = next((m for m in stored.files if m.node == self.tailer.node), None)
-        self._choose_start(stored.files)
-        self.log.info("console_log_tailing", file=str(self.path), lines=len(stored.lines), next_line=stored.end,
-                      offset=self.cursor.offset)
+        head = stored.head or Head()
+        newest = stored.chunks[-1][1] if stored.chunks else None
+        last = newest.mark if newest else None
+        log = stored_log(stored)
+        self.buffer = ConsoleBuffer(self.tailer.max_lines, MAX_BYTES, state=log)
+        self.ring = Ring(stored.chunks)
+        self.head = Head(format=FORMAT, files=carried_marks(head.files, last, self.tailer.node))
+        self.head_version = stored.version if stored.head is not None else None
+        self.written = last if last and last.node == self.tailer.node else None
+        self._choose_start(head.files + ([last] if last else []))
+        self.log.info("console_log_tailing", file=str(self.path), lines=len(log.lines), next_line=log.end,
+                      offset=self.cursor.offset, format=head.format, chunks=len(stored.chunks))
         return True
 
     def _choose_start(self, marks: list[FileMark]) -> None:
@@ -337,58 +357,64 @@ class _Tail:
             return None
         return FileMark(self.tailer.node, self.cursor.inode, self.cursor.offset, zlib.crc32(self.recent))
 
-    def _record(self) -> tuple[bytes, FileMark | None]:
-        snap = self.buffer.snapshot()
-        mine = self._mark()
-        marks = self.marks[-(MAX_MARKS - 1):] + ([mine] if mine else [])
-        while len(marks) > 1 and len(_encoder.encode(marks)) > MARKS_BUDGET - 16:
-            marks.pop(0)
-        return TailedLog(snap.first, snap.lines, snap.partial, marks).encode(), mine
+    def _plan(self) -> tuple[RingWrite, list[tuple]]:
+        """The next write and its transaction: the new chunk first (its existence is the fence)."""
+        write = self.ring.plan(self.buffer, self._mark())
+        self.buffer.dirty = False
+        ops: list[tuple] = [("create", f"{self.key}/{write.n}", write.data)]
+        ops += [("delete", f"{self.key}/{n}") for n in write.delete]
+        if self.head is not None:  # this tailer's first write: the head, converted, marks carried
+            head = self.head.encode()
+            if self.head_version is None:
+                ops.insert(0, ("create", self.key, head))
+            else:
+                ops.append(("set", self.key, head, self.head_version))
+        return write, ops
 
     async def _write(self) -> object:
-        """Write the buffer: _DONE, _RETRY (ZooKeeper unavailable: the buffer stays dirty) or _STOP
-        (the key is gone, or another node writes it now)."""
-        data, mine = self._record()
-        self.budget.spend(time.monotonic(), len(data))  # failed attempts count too: no hammering
+        """Write what is new: _DONE, _RETRY (ZooKeeper unavailable: sent again later, unchanged) or
+        _STOP (the key is gone, or another node writes this VM's log now)."""
+        if self.pending is None:
+            self.pending = self._plan()
+        write, ops = self.pending
+        self.budget.spend(time.monotonic(), len(write.data))  # failed attempts count too: no hammering
         try:
-            if self.version is None:
-                await self.zk.create(self.key, data)
-                self.version = 0
-            else:
-                self.version = await self.zk.set(self.key, data, self.version)
+            await self.zk.multi(ops)
         except Unavailable as exc:
-            self.buffer.dirty = True
             if not self._failing:  # once per outage, not per attempt
                 self._failing = True
                 self.log.warning("console_log_write_failed", error=str(exc))
             return _RETRY
-        except (BadVersion, NodeExists):
-            self.buffer.dirty = True
-            return await self._reconcile_version()
-        except NoNode:
-            self.log.info("console_log_key_gone")  # the VM was undefined
+        except NodeExists:
+            return await self._landed(write)
+        except BadVersion:
+            self.log.warning("console_log_written_elsewhere_stopping", reason="the head changed")
             return _STOP
-        self.written = mine
+        except NoNode:
+            self.log.info("console_log_key_gone")  # the VM was undefined (or another writer deleted)
+            return _STOP
+        return self._done(write)
+
+    def _done(self, write: RingWrite) -> object:
+        self.ring.applied(write)
+        self.pending, self.head, self.written = None, None, write.chunk.mark
         if self._failing:
             self._failing = False
             self.log.info("console_log_write_recovered")
         return _DONE
 
-    async def _reconcile_version(self) -> object:
-        """A write failed on its version: either an earlier write of ours that timed out did land
-        (carry on from it), or another node writes this VM's log now (stop: never two writers)."""
+    async def _landed(self, write: RingWrite) -> object:
+        """The chunk exists: either our own earlier attempt did land (the same bytes: done), or another
+        node writes this VM's log now (stop: never two writers)."""
         try:
-            data, version = await self.zk.get(self.key)
-            stored = TailedLog.decode(data)
+            data, _ = await self.zk.get(f"{self.key}/{write.n}")
         except NoNode:
             return _STOP
-        except (Unavailable, msgspec.DecodeError, msgspec.ValidationError):
+        except Unavailable:
             return _RETRY
-        last = stored.files[-1] if stored.files else None
-        if last is not None and last.node == self.tailer.node:
-            self.version = version  # the last writer was us
-            return _RETRY
-        self.log.warning("console_log_written_elsewhere_stopping", writer=last.node if last else "?")
+        if data == write.data:
+            return self._done(write)
+        self.log.warning("console_log_written_elsewhere_stopping", chunk=write.n)
         return _STOP
 
     # -- the file ------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ class Dnsmasq:
     async def apply(self, conf: str, hosts: str, hook: str) -> None:
         """Run with this configuration (start, restart on a change, SIGHUP on new reservations)."""
         Path(self.files.conf).parent.mkdir(parents=True, exist_ok=True)
-        _write(self.files.hook, hook, 0o755)
+        _write(self.files.hook, hook, 0o700)  # it holds the ZooKeeper credential
         conf_changed = _write(self.files.conf, conf)
         hosts_changed = _write(self.files.hosts, hosts)
         if not self._wanted:

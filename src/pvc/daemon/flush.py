@@ -18,14 +18,25 @@ import time
 
 import msgspec
 
-from pvc import store, vm_outcomes, vm_states
+from pvc import events, store, vm_outcomes, vm_states
 from pvc.daemon.context import DaemonContext
 from pvc.errors import PvcError, Unavailable
-from pvc.flush_plan import Move, plan_flush, plan_ready
-from pvc.schema import FailedVM, FlushProgress, FlushRequest, LockEntry, MovedVM, Paths
+from pvc.flush_plan import Move, dispatch, unsettled
+from pvc.ops.flush import plan_of
+from pvc.schema import (
+    Domain,
+    FailedVM,
+    FlushProgress,
+    FlushRequest,
+    LockEntry,
+    MovedVM,
+    Paths,
+)
 from pvc.zk_lock import QueueLock
 
 FINAL = ("done", "cancelled")
+RECHECK = 2.0  # seconds: how soon a move held back by others' migrations or nodes' figures is looked at again
+FOLLOW = "flush"  # the record cache's source name for the VMs a flush follows
 
 
 class NodeOperations:
@@ -155,30 +166,25 @@ class NodeOperations:
 
     async def _execute(self, req: FlushRequest, cancel: asyncio.Event) -> None:
         log = self.log.bind(op=req.op, id=req.id)
-        await self.hv.synced.wait()  # plan from every VM, not from the ones read so far
+        await self.hv.synced.wait()  # the node's own VMs are known (autostart at the end reads them)
         started = time.monotonic()
-        if req.op == "flush":
-            nodes = [n.candidate() for n in await store.list_nodes(self.zk)]
-            moves = plan_flush(list(self.hv.records.values()), self.me, nodes, await store.default_selector(self.zk),
-                               needs_storage=await _rbd_vm_uuids(self.zk, self.hv.records))
-        else:
-            moves = plan_ready(list(self.hv.records.values()), self.me)
-        await self._report(total=len(moves), started=time.time())
-        log.info("node_operation_started", vms=len(moves))
-        queue: asyncio.Queue[Move] = asyncio.Queue()
-        for move in moves:
-            queue.put_nowait(move)
-
-        async def worker() -> None:
-            while not queue.empty() and not cancel.is_set():
-                await self._move(queue.get_nowait(), req.op, cancel)
-
+        # The same plan as the preview (`pvc node flush --dry-run`), from every VM record.
+        domains = await store.list_domains(self.zk)
+        pending = await plan_of(self.zk, self.me, req.op, domains)
+        limit = max(1, self.ctx.config.vm.flush_concurrency)
+        await self._report(total=len(pending), started=time.time(), concurrency=limit)
+        log.info("node_operation_started", vms=len(pending), concurrency=limit)
+        await events.try_record(self.zk, self.log, f"{req.op}_started", f"{req.op} of {self.me} started: "
+                                f"{len(pending)} VM(s) to move", node=self.me)
+        # Other VMs still on their way somewhere when the plan was made: followed until they
+        # are, so that their memory and migration slots count meanwhile (flush_plan.committed).
+        ours = {m.uuid for m in pending}
+        on_the_way = unsettled(domains, await self._nodes())
+        others = {d.uuid: d for d in domains if d.uuid not in ours and d.uuid in on_the_way}
         try:
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(max(1, self.ctx.config.vm.flush_concurrency)):
-                    tg.create_task(worker())
+            await self._pace(req, pending, others, limit, cancel)
         except ExceptionGroup as group:
-            # A worker's failure (ZooKeeper away) is the operation's: run() retries it. Unwrapped, or
+            # A move's failure (ZooKeeper away) is the operation's: run() retries it. Unwrapped, or
             # the group would pass run()'s handlers and end the daemon.
             raise group.exceptions[0] from None
         if cancel.is_set():
@@ -189,74 +195,113 @@ class NodeOperations:
         await self._report(status="done", finished=time.time())
         log.info("node_operation_done", moved=len(self._progress.moved), failed=len(self._progress.failed),
                  seconds=round(time.monotonic() - started, 3))
+        failed = len(self._progress.failed)
+        await events.try_record(self.zk, self.log, f"{req.op}_finished", f"{req.op} of {self.me} finished: "
+                                f"{len(self._progress.moved)} moved, {failed} failed", node=self.me,
+                                severity="warning" if failed else "info")
 
-    async def _move(self, move: Move, op: str, cancel: asyncio.Event) -> None:
-        if op == "flush" and move.target:
-            move = await self._recheck_target(move)
-        if not move.target:
-            await self._unmovable(move)
-            return
+    async def _pace(self, req: FlushRequest, pending: list[Move], others: dict[str, Domain], limit: int,
+                    cancel: asyncio.Event) -> None:
+        """Follow the plan: start what flush_plan.dispatch allows, as slots and room free up."""
+        active: dict[asyncio.Task, Move] = {}
+        landed: list[Move] = []  # moved, until their target's keepalive lists them running
+        async with asyncio.TaskGroup() as tg:
+            while pending or active:
+                if pending and not cancel.is_set():
+                    nodes = await self._nodes()
+                    if others:
+                        values = await self.zk.get_many(Paths.domain(u) for u in others)
+                        fresh = [Domain.decode(v) for v in values if v]
+                        others = {d.uuid: d for d in fresh if d.uuid in unsettled(fresh, nodes)}
+                    running = {n.name: n.running for n in nodes}
+                    landed = [m for m in landed if m.uuid not in running.get(m.target, ())]
+                    step = dispatch(pending, active=list(active.values()), landed=landed,
+                                    domains=list(others.values()), nodes=nodes, limit=limit,
+                                    home=self.me if req.op == "ready" else "")
+                    pending = step.waiting
+                    for m in step.unmovable:
+                        await self._unmovable(m, req.op)
+                    if any(m.live for m in step.start):
+                        await self._report(moving=[*self._progress.moving,
+                                                   *(MovedVM(m.name, m.target) for m in step.start if m.live)])
+                    for m in step.start:
+                        active[tg.create_task(self._move(m, req.op, cancel))] = m
+                if cancel.is_set():
+                    pending = []
+                if not active:
+                    if pending:  # held by migrations of others or by nodes' figures: look again soon
+                        waiter = asyncio.ensure_future(cancel.wait())
+                        await asyncio.wait([waiter], timeout=RECHECK)
+                        waiter.cancel()
+                    continue
+                # A move of ours ending frees a slot and room; others' changes are seen within RECHECK.
+                done, _ = await asyncio.wait(list(active), timeout=RECHECK if pending else None,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    m = active.pop(task)
+                    if task.result() and m.live:
+                        landed.append(m)
+
+    async def _nodes(self) -> list:
+        return [n.candidate() for n in await store.list_nodes(self.zk)]
+
+    async def _move(self, move: Move, op: str, cancel: asyncio.Event) -> bool:
+        """Ask for one move and follow it to its outcome (reported); True if the VM moved."""
         if op == "flush":
-            request = lambda d: vm_outcomes.flush_away(d, self.me, move.target)  # noqa: E731
+            request = lambda d: vm_outcomes.flush_away(d, self.me, move.target)
         else:
-            request = lambda d: vm_outcomes.come_home(d, self.me)  # noqa: E731
-            dom = self.hv.records.get(move.uuid)
-            source = await store.get_node(self.zk, dom.node) if dom else None
+            request = lambda d: vm_outcomes.come_home(d, self.me)
+            source = await store.get_node(self.zk, move.source) if move.source else None
             if source and source.daemon_state not in ("run", "init"):
                 # Only that node's libvirt can say the VM is off or move it: nothing is asked.
-                why = f"the daemon on node {source.name} is {source.daemon_state}"
-                await self._report(failed=[*self._progress.failed, FailedVM(move.name, why)])
-                return
-        asked = await self._update(move.uuid, request)
-        if asked is None:  # changed since the plan (undefined, disabled, moved, busy): nothing asked
+                return await self._outcome(move, f"the daemon on node {source.name} is {source.daemon_state}")
+        self.hv.cache.add(FOLLOW, move.uuid)  # followed until its outcome, wherever it is assigned
+        try:
+            await self.hv.cache.arrived(move.uuid)
+            asked = await self._update(move.uuid, request)
+            if asked is None:  # changed since the plan (undefined, disabled, moved, busy): nothing asked
+                dom = self.hv.records.get(move.uuid)
+                why = f"it is now {dom.state} on {dom.node}" if dom else "undefined meanwhile"
+                return await self._outcome(move, why, report=not cancel.is_set())
+            cfg = self.ctx.config.vm
+            # Either way the VM's own node carries it out from libvirt's truth; a node whose daemon is
+            # away keeps the request and carries it out when it returns.
+            follow = vm_states.migration_outcome if asked.state == "migrate" else vm_states.hand_over_outcome
+            outcome = await self.hv.wait_record(move.uuid, lambda d: follow(d, move.target),
+                                                timeout=cfg.shutdown_timeout + 120)
             dom = self.hv.records.get(move.uuid)
-            why = f"it is now {dom.state} on {dom.node}" if dom else "undefined meanwhile"
-            if not cancel.is_set():
-                await self._report(failed=[*self._progress.failed, FailedVM(move.name, why)])
-            return
-        cfg = self.ctx.config.vm
-        # Either way the VM's own node carries it out from libvirt's truth; a node whose daemon is
-        # away keeps the request and carries it out when it returns.
-        follow = vm_states.migration_outcome if asked.state == "migrate" else vm_states.hand_over_outcome
-        outcome = await self.hv.wait_record(move.uuid, lambda d: follow(d, move.target),
-                                            timeout=cfg.shutdown_timeout + 120)
+        finally:
+            self.hv.cache.discard(FOLLOW, move.uuid)
         if outcome is None:
             error = (f"node {asked.node} has not carried out the request (it stays recorded "
                      f"and is carried out when that node's daemon acts)")
         else:
             error = outcome[1]
-        if cancel.is_set():
-            return  # the progress record belongs to the operation that replaced this one
+        # After a cancel, the progress record belongs to the operation that replaced this one.
         if error:
-            await self._report(failed=[*self._progress.failed, FailedVM(move.name, error)])
-        else:
-            dom = self.hv.records.get(move.uuid)
-            method = dom.last_migration.method if dom and dom.last_migration else ""
-            await self._report(moved=[*self._progress.moved, MovedVM(move.name, move.target, method)])
+            return await self._outcome(move, error, report=not cancel.is_set())
+        method = dom.last_migration.method if dom and dom.last_migration else ""
+        if not cancel.is_set():
+            await self._report(moved=[*self._progress.moved, MovedVM(move.name, move.target, method)],
+                               moving=[m for m in self._progress.moving if m.name != move.name])
+        return True
 
-    async def _recheck_target(self, move: Move) -> Move:
-        """The plan is made when the lock is taken; a flush requested since then makes its node
-        unfit as a target (its VMs would move twice). Re-place the VM if so."""
-        view = await store.get_node(self.zk, move.target)
-        if view.domain_state == "ready" and view.daemon_state == "run":
-            return move
-        dom = self.hv.records.get(move.uuid)
-        if dom is None:
-            return move
-        nodes = [n.candidate() for n in await store.list_nodes(self.zk)]
-        replanned = plan_flush([dom], self.me, nodes, await store.default_selector(self.zk),
-                               needs_storage=await _rbd_vm_uuids(self.zk, [dom.uuid]))
-        return replanned[0] if replanned else move
+    async def _outcome(self, move: Move, why: str, report: bool = True) -> bool:
+        """A move that did not happen: reported with why; False."""
+        if report:
+            await self._report(failed=[*self._progress.failed, FailedVM(move.name, why)],
+                               moving=[m for m in self._progress.moving if m.name != move.name])
+        return False
 
-    async def _unmovable(self, move: Move) -> None:
+    async def _unmovable(self, move: Move, op: str) -> None:
         policy = self.ctx.config.vm.flush_unmovable_policy
         reason = move.reason
-        if move.live and policy == "shutdown":
+        if op == "flush" and move.live and policy == "shutdown":
             await self._update(move.uuid, lambda d: vm_outcomes.shut_down_unmovable(d, self.me))
             reason += "; shut down (policy shutdown)"
-        elif move.live:
+        elif op == "flush" and move.live:
             reason += "; left running (policy leave)"
-        await self._report(failed=[*self._progress.failed, FailedVM(move.name, reason)])
+        await self._outcome(move, reason)
 
     async def _autostart(self) -> None:
         for dom in list(self.hv.records.values()):
@@ -265,10 +310,3 @@ class NodeOperations:
 
     async def _update(self, uuid: str, change):
         return await self.hv.update(uuid, change)  # None: nothing to change, or undefined meanwhile
-
-
-async def _rbd_vm_uuids(zk, uuids) -> frozenset[str]:
-    """VMs with RBD disks: a flush places them only on nodes that reach Ceph (pvc.storage)."""
-    from pvc.storage.ops import rbd_vm_uuids
-
-    return await rbd_vm_uuids(zk, uuids)

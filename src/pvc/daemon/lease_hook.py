@@ -78,7 +78,8 @@ async def run(zookeeper: str, vni: int, args: list[str], env: dict[str, str]) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pvc-lease-hook")
-    parser.add_argument("--zookeeper", required=True)
+    # [USER:PASSWORD@]HOST:PORT,...: from the environment (the hook exports it), never the command line.
+    parser.add_argument("--zookeeper", default=os.environ.get("PVC_ZOOKEEPER"), required="PVC_ZOOKEEPER" not in os.environ)
     parser.add_argument("--vni", type=int, required=True)
     parser.add_argument("args", nargs=argparse.REMAINDER)
     opts = parser.parse_args(argv)

@@ -9,7 +9,8 @@ import sys
 
 from pvc.config import DaemonConfig, load_config
 from pvc.daemon.context import DaemonContext
-from pvc.daemon.log import configure
+from pvc.daemon.log import ZooKeeperSink, configure
+from pvc.daemon.metrics import MetricsServer
 from pvc.daemon.node import NodePresence
 from pvc.daemon.roles import roles_for
 from pvc.daemon import systemd
@@ -23,7 +24,7 @@ async def _connect_zookeeper(cfg: DaemonConfig, log) -> ZK:
     """Wait for ZooKeeper and an initialised cluster: a daemon started before them should not die."""
     delay = 0.5
     while True:
-        zk = ZK(cfg.zookeeper.hosts, session_timeout=cfg.zookeeper.session_timeout,
+        zk = ZK(cfg.zookeeper.hosts, auth=cfg.zookeeper.auth, session_timeout=cfg.zookeeper.session_timeout,
                 request_timeout=cfg.zookeeper.request_timeout, log=log.info)
         try:
             await zk.start()
@@ -97,7 +98,8 @@ class _Stop:
 
 
 async def serve(cfg: DaemonConfig) -> None:
-    log = configure(cfg.logging.level, cfg.logging.format).bind(node=cfg.node_name)
+    sink = ZooKeeperSink()  # a copy of the log in ZooKeeper for `pvc node log` (pvc.node_log)
+    log = configure(cfg.logging.level, cfg.logging.format, sink).bind(node=cfg.node_name)
     stop = _Stop(log)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -133,7 +135,10 @@ async def serve(cfg: DaemonConfig) -> None:
     ctx = DaemonContext(config=cfg, zk=zk, host=host, log=log)
     presence = NodePresence(ctx)
     ctx.services.presence = presence
+    metrics = MetricsServer(ctx)  # from here on: a daemon stuck registering is worth watching too
+    await metrics.start()
     if stop.event.is_set() or await stop.first(presence.register()) is _STOPPED:
+        await stop.within_grace(metrics.stop(), "metrics_stop")
         await stop.within_grace(zk.close(), "zookeeper_close")
         log.info("stopped")
         return
@@ -144,6 +149,7 @@ async def serve(cfg: DaemonConfig) -> None:
         tasks.append(tg.create_task(presence.keepalive_loop(), name="keepalive"))
         tasks.append(tg.create_task(host.keep_connected(), name="libvirt"))
         tasks.append(tg.create_task(systemd.watchdog_loop(), name="watchdog"))
+        tasks.append(tg.create_task(sink.run(zk, Paths.node_log(cfg.node_name)), name="node-log"))
         if await stop.first(presence.set_state("run")) is not _STOPPED:
             systemd.notify("READY=1")
             await stop.event.wait()
@@ -151,8 +157,10 @@ async def serve(cfg: DaemonConfig) -> None:
         # A third of the grace at most: ZooKeeper may be away, and the rest must still be tried.
         await stop.within_grace(presence.set_state("shutdown"), "daemon_state_shutdown", STOP_GRACE / 3, zk)
         await stop.cancel(tasks)
+    await stop.within_grace(metrics.stop(), "metrics_stop", STOP_GRACE / 6)
     # Running VMs are left alone: they keep running and are adopted at the next start.
     await stop.within_grace(presence.leave(), "leave", zk=zk)
+    await stop.within_grace(sink.flush(), "node_log_flush", STOP_GRACE / 3, zk)
     await stop.within_grace(zk.close(), "zookeeper_close")
     host.close()
     log.info("stopped")

@@ -40,6 +40,8 @@ class NodePresence:
             cpu_count=os.cpu_count() or 0,
             arch=platform.machine(),
             kernel=platform.release(),
+            flush_concurrency=cfg.vm.flush_concurrency,
+            flush_unmovable_policy=cfg.vm.flush_unmovable_policy,
         )
         await zk.ensure_path(Paths.node(self.ctx.node))
         await zk.set(Paths.node(self.ctx.node), info.encode())

@@ -11,8 +11,8 @@ import asyncio
 import time
 
 from pvc import events, store, vm_outcomes
-from pvc.errors import PvcError, Unavailable
 from pvc.daemon import libvirt_peers, vm_disks
+from pvc.errors import PvcError, Unavailable
 from pvc.libvirt_host import LibvirtError, LibvirtHost
 from pvc.reconcile import Step, decide
 from pvc.schema import Domain, NodeInfo, Paths
@@ -38,8 +38,9 @@ class VmReconciler:
         self._duplicate_logged: set[str] = set()
         self._no_live_migration: set[str] = set()  # target URIs this libvirt cannot migrate to at all
 
-    async def _event(self, kind: str, dom: Domain, message: str, severity: str = "warning") -> None:
-        await events.try_record(self.zk, self.log, kind, message, severity=severity, node=self.me, vm=dom.name)
+    async def _event(self, kind: str, dom: Domain, message: str, severity: str = "warning", **details) -> None:
+        await events.try_record(self.zk, self.log, kind, message, severity=severity, node=self.me, vm=dom.name,
+                                args=details)
 
     def forget_seen(self) -> None:
         self._seen_running.clear()
@@ -55,8 +56,12 @@ class VmReconciler:
             await self._record_unexpected_stop(uuid, *said)
             if role.unexpected.get(uuid) == said:  # kept until recorded: a retry must not lose it
                 del role.unexpected[uuid]
-        dom = self.records.get(uuid)
         running = self.host.is_running(uuid)
+        if running:
+            role.note_running(uuid)  # a copy here is looked at whichever node it is assigned to
+        if role.cache.pending(uuid):
+            return  # its record is being read: that read kicks it again
+        dom = self.records.get(uuid)
         seen = uuid in self._seen_running
         mine = dom is not None and dom.node == self.me
         if running and mine:
@@ -96,7 +101,9 @@ class VmReconciler:
         dom = await self.update(uuid, lambda d: vm_outcomes.stopped_outside(d, self.me, state, reason)
                                 if not self.host.is_running(uuid) else None)
         if dom is not None:
-            await self._event("vm_stopped_outside_pvc", dom, f"{dom.name} stopped on {self.me}: {reason}")
+            kind = "vm_crashed" if state == "fail" else "vm_stopped_outside_pvc"
+            await self._event(kind, dom, f"{dom.name} stopped on {self.me}: {reason}", "error" if state == "fail"
+                              else "warning")
 
     async def _do_record_lost(self, dom: Domain) -> None:
         """Gone since the last look and pvc did not stop it: wait for libvirt's event (it says
@@ -161,7 +168,9 @@ class VmReconciler:
             return
         self._seen_running.add(dom.uuid)
         await self._do_record_running(dom)
-        if self.records.get(dom.uuid) is None:
+        self.role.note_running(dom.uuid)
+        await self._event("vm_started", dom, f"{dom.name} started on {self.me}", "info")
+        if await self.role.current(dom.uuid) is None:
             # Undefined while it was starting (a stale read): nothing may run without a record.
             self.log.warning("vm_undefined_while_starting", vm=dom.name)
             self.role.expect_stop.add(dom.uuid)
@@ -174,8 +183,11 @@ class VmReconciler:
         await self.update(dom.uuid, lambda d: vm_outcomes.started(d, self.me, self.host.state(d.uuid)))
 
     async def _do_record_stopped(self, dom: Domain, note: str = "") -> None:
-        await self.update(dom.uuid, lambda d: vm_outcomes.stopped(d, self.me, note)
-                          if not self.host.is_running(d.uuid) else None)
+        stopped = await self.update(dom.uuid, lambda d: vm_outcomes.stopped(d, self.me, note)
+                                    if not self.host.is_running(d.uuid) else None)
+        if stopped is not None and dom.libvirt_state != "shutoff":  # not when it was recorded off already
+            await self._event("vm_stopped", stopped, f"{dom.name} stopped on {self.me} ({stopped.state})"
+                              + (f": {note}" if note else ""), "info")
 
     async def _do_destroy(self, dom: Domain) -> None:
         self.role.expect_stop.add(dom.uuid)
@@ -300,6 +312,8 @@ class VmReconciler:
         now, seconds = time.time(), round(time.monotonic() - started, 3)
         if there:
             await self.update(uuid, lambda d: vm_outcomes.migrated_live(d, self.me, target.name, now, seconds))
+            await self._event("vm_migrated", dom, f"{dom.name} migrated live from {self.me} to {target.name} "
+                              f"in {seconds:g} s", "info", method="live", source=self.me, target=target.name)
         else:
             await self.update(uuid, lambda d: vm_outcomes.lost_in_migration(d, self.me, target.name))
         return ""
@@ -311,7 +325,11 @@ class VmReconciler:
         off, forced = await self._graceful_stop(dom, wanted)
         if off:
             note = "; ".join(n for n in (note, forced) if n)
-            await self._do_hand_over(dom, round(time.monotonic() - started, 3), note)
+            seconds = round(time.monotonic() - started, 3)
+            await self._do_hand_over(dom, seconds, note)
+            await self._event("vm_migrated", dom, f"{dom.name} shut down on {self.me} and handed to "
+                              f"{dom.target_node}, which starts it" + (f" ({note})" if note else ""), "info",
+                              method="shutdown", source=self.me, target=dom.target_node)
 
     async def find_elsewhere(self, uuid: str) -> str:
         """The peer whose libvirt runs the domain ("" if none does)."""

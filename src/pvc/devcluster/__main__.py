@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 for n in nodes:
                     frozen = " (frozen)" if n["pvcd_frozen"] else ""
                     print(f"{n['name']}: pvcd pid {n['pvcd_pid']}{frozen}, libvirtd pid {n['libvirtd_pid']}, "
-                          f"config {n['config']}, libvirt {n['libvirt_uri']}, console logs {n['console_log_directory']}")
+                          f"config {n['config']}, libvirt {n['libvirt_uri']}, console logs {n['console_log_directory']}"
+                          + (f", api {n['api_url']}" if n.get("api_url") else ""))
         elif args.command == "sample-vm":
             from pvc.devcluster.guest import domain_xml
 

@@ -23,6 +23,10 @@ from pvc.devcluster.libvirtd import Libvirtd
 from pvc.devcluster.proc import free_port, free_udp_port, is_running, is_stopped, log_tail, terminate
 from pvc.devcluster.zookeeper_server import ZookeeperServer, ensemble_peers
 
+# libvirtd (test driver) instances `up` starts at once.
+LIBVIRTD_STARTS_AT_ONCE = 8
+from pvc.zk import split_credential
+
 
 @dataclass
 class NodeSpec:
@@ -40,6 +44,10 @@ class NodeSpec:
     # With fencing: the node's simulated BMC (ipmi_sim) on 127.0.0.1, UDP (pvc.devcluster.bmc).
     ipmi_port: int = 0
     bmc_serial_port: int = 0
+    # Its pvcd's Prometheus metrics on 127.0.0.1 (0: a state file from before metrics).
+    metrics_port: int = 0
+    # A coordinator's pvcd serves the REST API on 127.0.0.1 (0: not a coordinator, or an older state file).
+    api_port: int = 0
 
 
 @dataclass
@@ -58,7 +66,7 @@ class ZookeeperSpec:
 class ClusterState:
     workdir: str
     hypervisor: str
-    zookeeper: str  # the connection string: every server, host:port,host:port,...
+    zookeeper: str  # the connection string: USER:PASSWORD@host:port,host:port,... (credential made by `up`)
     zookeeper_servers: list[ZookeeperSpec] = field(default_factory=list)
     nodes: list[NodeSpec] = field(default_factory=list)
     # Each node's networking in a network namespace of its own (pvc.devcluster.netns).
@@ -169,7 +177,8 @@ class DevCluster:
 
         config = {
             "node": {"name": node.name, "coordinators": coordinators},
-            "zookeeper": {"hosts": self.state.zookeeper, "session_timeout": 3, "request_timeout": 5},
+            "zookeeper": dict(zip(("auth", "hosts"), split_credential(self.state.zookeeper)),
+                              session_timeout=3, request_timeout=5),
             "libvirt": {"uri": libvirtd.uri, "migration_uri": libvirtd.tcp_uri,
                         "migration_address": "tcp://127.0.0.1"},
             "console_log": {"directory": node.console_log_directory},
@@ -178,8 +187,11 @@ class DevCluster:
             "networking": self.networking_config(node),
             "fencing": self.fencing_config(node),
             **({"storage": {"ceph": self.ceph().storage_config()}} if self.state.storage == "ceph" else {}),
+            **({"metrics": {"listen": f"127.0.0.1:{node.metrics_port}"}} if node.metrics_port else {}),
+            **({"api": {"listen": f"127.0.0.1:{node.api_port}"}} if node.api_port else {}),
         }
         Path(node.config).write_text(yaml.safe_dump(config, sort_keys=False))
+        Path(node.config).chmod(0o600)  # it holds the ZooKeeper credential
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -209,8 +221,13 @@ class DevCluster:
         zookeepers = [ZookeeperSpec(index=i, client_port=client, quorum_port=quorum, election_port=election,
                                     node=(coordinator_names or names)[i - 1])
                       for i, client, quorum, election in ensemble_peers(servers)]
+        import secrets
+
+        # A fresh credential per cluster (ZooKeeper digest ACLs, docs/operations.md): `pvc init` below
+        # protects every node with it; the pvcd configs and PVC_ZOOKEEPER carry it.
+        credential = f"pvc:{secrets.token_urlsafe(18)}"
         self.state = ClusterState(workdir=str(self.workdir), hypervisor=hypervisor,
-                                  zookeeper=",".join(f"127.0.0.1:{z.client_port}" for z in zookeepers),
+                                  zookeeper=credential + "@" + ",".join(f"127.0.0.1:{z.client_port}" for z in zookeepers),
                                   zookeeper_servers=zookeepers, networking=networking, fencing=fencing)
         if storage not in ("none", "ceph"):
             raise ValueError(f"--storage must be none or ceph, got {storage!r}")
@@ -229,6 +246,8 @@ class DevCluster:
                 console_log_directory=str(self.console_directory(name)), pvcd_log=str(base / "pvcd.log"),
                 coordinator=name in coordinator_names, libvirtd_port=free_port(), migration_ports=(lo, lo + 15),
                 ipmi_port=free_udp_port() if fencing else 0, bmc_serial_port=free_port() if fencing else 0,
+                metrics_port=free_port(),
+                api_port=free_port() if name in coordinator_names else 0,
             )
             Path(spec.console_log_directory).mkdir(parents=True, exist_ok=True)
             self.state.nodes.append(spec)
@@ -242,13 +261,14 @@ class DevCluster:
                 self._save()
             for server in started:
                 server.wait_ready()
-            subprocess.run([sys.executable, "-m", "pvc.cli.app", "--zookeeper", self.state.zookeeper, "init"],
-                           check=True, capture_output=True)
+            subprocess.run([sys.executable, "-m", "pvc.cli.app", "init"], check=True, capture_output=True,
+                           env={**os.environ, "PVC_ZOOKEEPER": self.state.zookeeper})
+            self._make_api_token()
             if storage == "ceph":  # before the libvirtds: each gets the client's key as a secret
                 self.ceph().start()
             if networking:
                 self.netns().create(names)
-            for node in self.state.nodes:
+            def start_libvirtd(node: NodeSpec) -> None:
                 libvirtd = self.libvirtd(node)
                 libvirtd.start()
                 node.libvirtd_pid = libvirtd.pid
@@ -257,17 +277,44 @@ class DevCluster:
                 self._write_config(node, coordinator_names)
                 if storage == "ceph":  # the same secret (UUID and key) on every node's libvirt
                     self.ceph().define_libvirt_secret(node.libvirt_uri)
-                self._save()
+
+            # Test-driver daemons start a few at a time (a start mostly waits for the daemon to
+            # answer: 64 nodes take 4 s instead of 15); QEMU ones one by one, as the first one probes
+            # QEMU and seeds the next ones with the result.
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(LIBVIRTD_STARTS_AT_ONCE if hypervisor == "test" else 1) as pool:
+                for _ in pool.map(start_libvirtd, self.state.nodes):
+                    pass
+            self._save()
             if fencing:  # after the libvirtds: a BMC's power-on finds its node's libvirtd up already
                 for node in self.state.nodes:
                     self.bmc(node).start()
             for node in self.state.nodes:
                 self.start_node(node.name, wait=False)
-            self.wait_running(names, timeout)
+            # Many daemons starting at once on few cores take a while: ``timeout`` is how long no
+            # further node may come up, not the whole start.
+            self.wait_running(names, timeout, progress=True)
         except BaseException:
             self.down()
             raise
         return self.state
+
+    def _make_api_token(self) -> None:
+        """A read-write REST API token for the cluster's user, tests and benchmarks (docs/api.md):
+        ``<workdir>/api_token`` (mode 0600), and ``api_token`` in ``info``."""
+        env = {k: v for k, v in os.environ.items() if k != "PVC_CONNECTION"}
+        out = subprocess.run([sys.executable, "-m", "pvc.cli.app", "token", "add", "devcluster", "-o", "json"],
+                             check=True, capture_output=True, env={**env, "PVC_ZOOKEEPER": self.state.zookeeper})
+        fd = os.open(self.workdir / "api_token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.loads(out.stdout)["token"] + "\n")
+
+    def api_token(self) -> str | None:
+        try:
+            return (self.workdir / "api_token").read_text().strip()
+        except FileNotFoundError:
+            return None
 
     def _remove_old_state(self) -> None:
         """`up` means a new cluster: drop what an earlier one left here (only what we created)."""
@@ -391,33 +438,47 @@ class DevCluster:
         node.libvirtd_pid = libvirtd.pid
         self._save()
 
-    def wait_running(self, names: list[str], timeout: float = 30) -> None:
+    def wait_running(self, names: list[str], timeout: float = 30, progress: bool = False) -> None:
+        """Until every named node's daemon_state is run. With ``progress``, the timeout counts from
+        the last node that came up."""
         from pvc import store
         from pvc.zk import ZK
 
-        async def check() -> dict[str, str]:
-            zk = ZK(self.state.zookeeper, request_timeout=2)
-            await zk.start()
+        async def wait() -> None:
+            deadline = time.monotonic() + timeout
+            states: dict[str, str] = {}
+            up = 0
+            zk = None
             try:
-                return {n.name: n.daemon_state for n in await store.list_nodes(zk)}
+                while time.monotonic() < deadline:
+                    try:
+                        if zk is None:
+                            zk = ZK(self.state.zookeeper, request_timeout=2)
+                            await zk.start(timeout=2)
+                        states = {n.name: n.daemon_state for n in await store.list_nodes(zk, names)}
+                    except Exception:  # ZooKeeper still coming up
+                        if zk is not None:
+                            await zk.close()
+                        zk, states = None, {}
+                    running = sum(states.get(n) == "run" for n in names)
+                    if running == len(names):
+                        return
+                    if progress and running > up:
+                        up, deadline = running, time.monotonic() + timeout
+                    for n in names:
+                        pid = self.node(n).pvcd_pid
+                        if pid and not is_running(pid):
+                            raise RuntimeError(f"pvcd on {n} exited; tail of its log:\n"
+                                               f"{log_tail(Path(self.node(n).pvcd_log))}")
+                    await asyncio.sleep(0.1 if len(names) < 8 else 0.5)  # one listing reads every node
             finally:
-                await zk.close()
+                if zk is not None:
+                    await zk.close()
+            waiting = {n: states.get(n, "unknown") for n in names if states.get(n) != "run"}
+            raise RuntimeError(f"nodes not running after {timeout:g} s{' without progress' if progress else ''}: "
+                               f"{waiting}")
 
-        deadline = time.monotonic() + timeout
-        states: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            try:
-                states = asyncio.run(check())
-            except Exception:  # ZooKeeper still coming up
-                states = {}
-            if all(states.get(n) == "run" for n in names):
-                return
-            for n in names:
-                pid = self.node(n).pvcd_pid
-                if pid and not is_running(pid):
-                    raise RuntimeError(f"pvcd on {n} exited; tail of its log:\n{log_tail(Path(self.node(n).pvcd_log))}")
-            time.sleep(0.1)
-        raise RuntimeError(f"nodes not running after {timeout:g} s: {states}")
+        asyncio.run(wait())
 
     def is_up(self) -> bool:
         return bool(self.state) and any(is_running(z.pid) for z in self.state.zookeeper_servers)
@@ -459,6 +520,9 @@ class DevCluster:
                 "libvirtd_pid": self.libvirtd(n).pid,
                 "coordinator": n.coordinator,
                 "pvcd_log": n.pvcd_log,
+                "metrics_url": f"http://127.0.0.1:{n.metrics_port}/metrics" if n.metrics_port else None,
+                "api_url": f"http://127.0.0.1:{n.api_port}" if n.api_port else None,
+                "api_token": self.api_token(),
                 "zookeeper": self.state.zookeeper,
                 "ceph_conf": str(self.ceph().conf) if self.state.storage == "ceph" else None,
                 "ceph_keyring": str(self.ceph().keyring) if self.state.storage == "ceph" else None,

@@ -168,22 +168,27 @@ class Libvirtd:
             shutil.copy(f, _CAPS_SEED / f.name)
 
     def _start_keeper(self, deadline: float) -> None:
-        # See keeper.py: without a connection held open the test driver forgets every domain
-        # whenever its last client disconnects (and brings back its built-in domain "test").
-        ready = self.basedir / "keeper.ready"
-        ready.unlink(missing_ok=True)
-        with open(self.basedir / "keeper.out", "ab") as out:
+        # The test driver keeps its state (domains, ...) in one object shared by the daemon's
+        # test:///default connections and frees it when the last one closes: the next client would
+        # see a fresh driver, with every domain gone and the built-in domain "test" back. A keeper
+        # holds one connection for as long as the daemon lives: `virsh event --loop` (a few MB, no
+        # interpreter to start: what lets 64 nodes share one small machine); it exits with the daemon.
+        out_path = self.basedir / "keeper.out"
+        with open(out_path, "wb") as out:
             keeper = subprocess.Popen(
-                [sys.executable, "-m", "pvc.devcluster.keeper", self.uri, str(ready)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True, close_fds=True,
+                ["virsh", "-q", "-c", self.uri, "event", "--all", "--loop"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True,
             )
         self.keeper_pid_path.write_text(f"{keeper.pid}\n")
+        # Remove the built-in domain; the keeper reporting its removal proves it holds the driver
+        # (removed before the keeper connected, it would be back once that virsh disconnected).
         while time.monotonic() < deadline and keeper.poll() is None:
-            if ready.exists():
+            _virsh(self.uri, "destroy", "test")
+            _virsh(self.uri, "undefine", "test")
+            if "'test': Undefined" in out_path.read_text(errors="replace"):
                 return
             time.sleep(0.05)
-        self._fail(keeper, "test-driver keeper did not connect", self.basedir / "keeper.out")
+        self._fail(keeper, "test-driver keeper did not connect", out_path)
 
     def _fail(self, proc: subprocess.Popen, status: str, log: Path | None = None) -> None:
         if proc.poll() is not None:

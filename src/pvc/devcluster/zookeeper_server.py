@@ -97,7 +97,7 @@ class ZookeeperServer:
             "admin.enableServer=false\n"
             "minSessionTimeout=1000\nmaxSessionTimeout=60000\n"
             # Without the whitelist the server refuses ruok, which is our readiness probe.
-            "4lw.commands.whitelist=ruok,stat,mntr,srvr,cons\n"
+            "4lw.commands.whitelist=ruok,stat,mntr,srvr,cons,wchp,wchs\n"
             # An ensemble: every member on loopback; the data directory says which one this is.
             + "".join(f"server.{i}=127.0.0.1:{quorum}:{election}\n" for i, _, quorum, election in self.peers)
         )

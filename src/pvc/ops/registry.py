@@ -18,7 +18,7 @@ import msgspec
 
 from pvc.errors import Forbidden, NotFound, PvcError
 
-GROUPS = ("vm", "node", "network", "cluster", "storage", "token", "event")
+GROUPS = ("vm", "node", "network", "cluster", "storage", "token", "event", "nodelog", "flush")
 
 
 @dataclass
@@ -112,7 +112,7 @@ async def call(ctx: Context, name: str, params: Any) -> Any:
         raise
     _notify(name, "ok")
     if op.changes:
-        await _audit(ctx, op, params, "ok")
+        await _audit(ctx, op, params, "ok", result)
     return result
 
 
@@ -126,15 +126,19 @@ def stream(ctx: Context, name: str, params: Any) -> AsyncIterator[Any]:
     return op.func(ctx, params)
 
 
-async def _audit(ctx: Context, op: Operation, params: Any, outcome: str) -> None:
+async def _audit(ctx: Context, op: Operation, params: Any, outcome: str, result: Any = None) -> None:
     from pvc import events
 
     args = {k: v for k, v in msgspec.to_builtins(params).items() if v not in ("", None, False, [], {})}
+    # A domain XML is no argument to read in a log line (and could outgrow the event record).
+    args = {k: f"<{len(v)} characters>" if isinstance(v, str) and len(v) > 200 else v for k, v in args.items()}
     shown = " ".join(f"{k}={v}" for k, v in args.items())
     try:
         await events.record(ctx.zk, "operation", f"{op.name} {shown}".strip() + f": {outcome}",
                             severity="info" if outcome == "ok" else "warning",
-                            vm=str(args.get("vm", "")), node=str(args.get("node", "")),
+                            # A new VM is named by the result (vm.define takes XML), so --vm finds it.
+                            vm=str(args.get("vm", "") or getattr(getattr(result, "vm", None), "name", "")),
+                            node=str(args.get("node", "")),
                             actor=ctx.actor, operation=op.name, args=args, result=outcome)
     except PvcError:
         pass  # the operation's own outcome stands; an unrecorded audit entry must not undo it

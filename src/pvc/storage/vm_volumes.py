@@ -85,7 +85,7 @@ async def _write(zk: ZK, dom: Domain, version: int, xml: str, xml_version: int) 
     new = msgspec.structs.replace(dom, volumes=rbd_volumes_in_xml(xml), note="",
                                   disk_changes=dom.disk_changes + 1 if live else dom.disk_changes)
     try:
-        await zk.multi([("set", Paths.domain(dom.uuid), new.encode(), version),
+        await zk.multi([*store.domain_write_ops(dom, version, new),
                         ("set", Paths.domain_xml(dom.uuid), xml.encode(), xml_version)])
     except BadVersion:
         raise Conflict(f"VM {dom.name} changed meanwhile; try again") from None

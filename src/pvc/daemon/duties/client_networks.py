@@ -25,6 +25,7 @@ from pvc.errors import PvcError
 from pvc import network_store
 from pvc.record_cache import RecordCache
 from pvc.schema import Network, Paths
+from pvc.zk import connection_string
 
 
 class ClientNetworksDuty:
@@ -120,7 +121,8 @@ class ClientNetworksDuty:
             files = files_for(cfg.run_directory, vni)
             conf = render_conf(net, files, lease_time=cfg.dhcp_lease_time, dns_servers=cfg.dns_servers,
                                user=cfg.dnsmasq_user)
-            hook = render_hook(sys.executable, self.ctx.config.zookeeper.hosts, vni,
+            zookeeper = connection_string(self.ctx.config.zookeeper.hosts, self.ctx.config.zookeeper.auth)
+            hook = render_hook(sys.executable, zookeeper, vni,
                                netns_of=f"/proc/{os.getpid()}/ns/net" if cfg.netns else "")
             instance = self.dnsmasq.get(vni)
             if instance is None:

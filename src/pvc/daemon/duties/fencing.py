@@ -330,7 +330,7 @@ class FencingDuty:
                 return 0
             try:
                 await self.zk.multi([("check", state_key, state_version), *fence_store.not_back_ops(name),
-                                     ("set", Paths.domain(before.uuid), new.encode(), version)])
+                                     *store.domain_write_ops(current, version, new)])
             except NodeExists:
                 return None
             except BadVersion:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pvc.api.role import ApiRole
 from pvc.daemon.context import DaemonContext
 from pvc.daemon.roles.coordinator import CoordinatorRole
 from pvc.daemon.roles.hypervisor import HypervisorRole
@@ -19,6 +20,7 @@ ROLES: dict[str, tuple[type, Callable[[DaemonContext], bool]]] = {
     "networking": (NetworkingRole, lambda ctx: ctx.config.networking.enabled),
     "coordinator": (CoordinatorRole, lambda ctx: ctx.config.is_coordinator),
     "storage": (StorageRole, lambda ctx: bool(ctx.config.storage.ceph.conf)),
+    "api": (ApiRole, ApiRole.applies),
 }
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from pvc import election
+from pvc import election, events
 from pvc.daemon.context import DaemonContext
 from pvc.daemon.duties import PrimaryDuties
 from pvc.election import Action
@@ -94,7 +94,7 @@ class CoordinatorRole:
     async def _connect(self) -> ZK:
         delay = 0.2
         while True:
-            ezk = ZK(self.cfg.zookeeper.hosts, session_timeout=self.cfg.coordinator.election_session_timeout,
+            ezk = ZK(self.cfg.zookeeper.hosts, auth=self.cfg.zookeeper.auth, session_timeout=self.cfg.coordinator.election_session_timeout,
                      request_timeout=self.cfg.zookeeper.request_timeout, log=self.log.info)
             try:
                 await ezk.start()
@@ -228,6 +228,8 @@ class CoordinatorRole:
         self.state = "primary"
         await self._publish("primary")
         self.log.info("primary_takeover_done", seconds=round(time.monotonic() - started, 3))
+        await events.try_record(self.zk, self.log, "primary_changed", f"{self.me} is the primary coordinator",
+                                node=self.me)
 
     async def _relinquish(self) -> None:
         started = time.monotonic()

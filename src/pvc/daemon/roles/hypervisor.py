@@ -1,14 +1,19 @@
 """The hypervisor role (every node): carry out the VM states assigned to this node.
 
-Each VM record is watched; every change, and every libvirt lifecycle event, "kicks" that VM. A
-kicked VM gets one worker at a time running ``VmReconciler.reconcile`` (ask libvirt, decide,
-act, record). The write triggers the watch again, so the loop converges on "nothing to do".
-This module is the wiring: the record cache, libvirt events, residency hooks, waiting on records.
+The records of the VMs that concern this node are watched: those its index names
+(``/node_domains/<node>``: assigned here, moving or handed over here, a copy seen here; see
+pvc.domain_index), those libvirt runs here, and those followed for a while (a flush's moves).
+Other nodes' VMs cost this daemon nothing. Every change, and every libvirt lifecycle event,
+"kicks" that VM. A kicked VM gets one worker at a time running ``VmReconciler.reconcile`` (ask
+libvirt, decide, act, record). The write triggers the watch again, so the loop converges on
+"nothing to do". This module is the wiring: the record cache, libvirt events, residency hooks,
+waiting on records.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from pvc import store
@@ -22,6 +27,13 @@ from pvc.libvirt_host import EVENT_CRASHED, EVENT_STOPPED, STOPPED_MIGRATED, Lib
 from pvc.reconcile import unexpected_stop
 from pvc.record_cache import RecordCache
 from pvc.schema import Domain, Paths
+from pvc.zk import NodeExists
+
+# Record-cache sources besides the node's index folder.
+RUNNING = "libvirt"  # domains libvirt runs here (a copy assigned elsewhere must be seen)
+FOLLOWED = "followed"  # VMs a component follows for a while (``follow``)
+# How long ``follow`` waits for a record's first read before going on without it.
+FOLLOW_READ_TIMEOUT = 10.0
 
 
 class HypervisorRole:
@@ -34,12 +46,14 @@ class HypervisorRole:
         self.me = ctx.node
         self.log = ctx.log.bind(role="hypervisor")
         self.cache: RecordCache[str] = RecordCache(
-            self.zk, Paths.domains, key=lambda child: child, path=Paths.domain, decode=Domain.decode,
-            on_change=self._on_change, log=self.log,
+            self.zk, Paths.node_domains_of(self.me), key=lambda child: child, path=Paths.domain,
+            decode=Domain.decode, on_change=self._on_change, log=self.log,
         )
+        # The records of the VMs that concern this node (not every VM: ``all_records`` reads those).
         self.records: dict[str, Domain] = self.cache.records
-        # Set once every VM record has been read: decisions about all VMs (flush plans) wait for it.
+        # Set once every VM of the node's index has been read.
         self.synced = self.cache.synced
+        self._followers: dict[str, int] = {}
         ctx.services.hypervisor = self
         # Stops pvc itself causes (no "stopped outside pvc" for them), and the unexpected ones
         # libvirt reported, by uuid: (new state, reason), handled first by the VM's next reconcile.
@@ -69,12 +83,63 @@ class HypervisorRole:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self.tasks = tg  # owns (and at shutdown cancels) the tasks of components such as the tailer
+            await self._create_index_folder()
+            self._follow_running()
             self.cache.start()
             try:
                 await NodeOperations(self.ctx, self).run()
             finally:
                 self.cache.stop()
                 await self.workers.cancel()
+
+    async def _create_index_folder(self) -> None:
+        # Defines and moves to this node write entries into it; their transaction needs it to exist
+        # (they create it themselves otherwise, at the cost of a retry).
+        try:
+            await self.zk.create(Paths.node_domains_of(self.me), b"")
+        except NodeExists:
+            pass
+
+    def _follow_running(self) -> None:
+        try:
+            self.cache.want(RUNNING, self.host.running_uuids())
+        except (LibvirtError, Unavailable) as exc:
+            self.log.warning("libvirt_list_failed", error=str(exc))  # again at the reconnect
+
+    def note_running(self, uuid: str) -> None:
+        """Libvirt runs it here: follow its record, whichever node it is assigned to."""
+        self.cache.add(RUNNING, uuid)
+
+    async def all_records(self) -> list[Domain]:
+        """Every VM's record, read now (a flush plan: ready brings home VMs assigned elsewhere)."""
+        return await store.list_domains(self.zk)
+
+    async def current(self, uuid: str) -> Domain | None:
+        """The VM's record: the cached one while it is followed and read, else read now."""
+        if self.cache.follows(uuid) and not self.cache.pending(uuid):
+            return self.records.get(uuid)
+        try:
+            return (await store.read_domain(self.zk, uuid))[0]
+        except NotFound:
+            return None
+
+    @contextlib.asynccontextmanager
+    async def follow(self, uuid: str):
+        """Keep a VM's record in ``records`` (watched) inside this block, whichever node it concerns
+        (a flush follows each VM it moves away until it arrives)."""
+        self._followers[uuid] = self._followers.get(uuid, 0) + 1
+        self.cache.add(FOLLOWED, uuid)
+        try:
+            try:
+                await asyncio.wait_for(self.cache.arrived(uuid), FOLLOW_READ_TIMEOUT)
+            except asyncio.TimeoutError:
+                pass  # ZooKeeper away: the record arrives later, by the watch
+            yield
+        finally:
+            self._followers[uuid] -= 1
+            if not self._followers[uuid]:
+                del self._followers[uuid]
+                self.cache.discard(FOLLOWED, uuid)
 
     async def _refresh(self) -> None:
         await self.cache.refresh()
@@ -95,6 +160,9 @@ class HypervisorRole:
                 dom = self.records.get(uuid)
                 if dom and dom.node == self.me and dom.state in ("start", "migrate"):
                     self.unexpected[uuid] = unexpected_stop(2 if event == EVENT_CRASHED else detail)
+            self.cache.discard(RUNNING, uuid)
+        else:
+            self.note_running(uuid)  # started here (or changed while running)
         self._presence_changed()
         self.kick(uuid)
 
@@ -102,6 +170,7 @@ class HypervisorRole:
         # Events were missed while libvirt was away: what vanished meanwhile cannot be told from
         # what a libvirtd restart took with it, so the recorded intent is carried out again.
         self.reconciler.forget_seen()
+        self._follow_running()
         for uuid in list(self.records):
             self.kick(uuid)
 
@@ -150,7 +219,10 @@ class HypervisorRole:
 
     async def wait_record(self, uuid: str, outcome, timeout: float) -> tuple[bool, str] | None:
         """Wait (by watch) until ``outcome(record)`` says finished; None on timeout."""
-        deadline = time.monotonic() + timeout
+        async with self.follow(uuid):  # it may leave this node's index on the way (moved away)
+            return await self._wait_record(uuid, outcome, time.monotonic() + timeout)
+
+    async def _wait_record(self, uuid: str, outcome, deadline: float) -> tuple[bool, str] | None:
         while True:
             result = outcome(self.records.get(uuid))
             if result[0]:

@@ -1,0 +1,66 @@
+"""`pvc token add|list|remove`: REST API tokens (docs/api.md). Works directly on ZooKeeper or
+through a connection with a read-write token."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pvc.cli.common import OUTPUT_OPTION, Output, fail, print_json, print_table, run_ops
+
+app = typer.Typer(help="REST API tokens.", no_args_is_help=True)
+
+
+def _when(created: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command("add")
+def add(
+    name: str = typer.Argument(..., help="Who or what will use it (letters, digits, '_', '.', '-')."),
+    read_only: bool = typer.Option(False, "--read-only", help="May read everything, change nothing (403)."),
+    output: Output = OUTPUT_OPTION,
+):
+    """Make a token and print it, once: only its hash is kept."""
+    from pvc.ops.token import TokenAdd
+
+    made = run_ops(lambda b: b.call("token.add", TokenAdd(name=name, read_only=read_only)))
+    if output == Output.json:
+        print_json(made)
+        return
+    typer.echo(made.token)
+    typer.echo(f"token {made.name} ({'read-only' if made.read_only else 'read-write'}): shown once, "
+               "keep it safe (requests carry it as Authorization: Bearer TOKEN)", err=True)
+
+
+@app.command("list")
+def list_(output: Output = OUTPUT_OPTION):
+    """List the tokens: names and rights (never the tokens)."""
+    from pvc.ops.common import NoParams
+
+    found = run_ops(lambda b: b.call("token.list", NoParams()))
+    if output == Output.json:
+        print_json(found)
+    else:
+        print_table(["NAME", "RIGHTS", "CREATED"],
+                    [[t.name, "read-only" if t.read_only else "read-write", _when(t.created)] for t in found])
+
+
+@app.command("remove")
+def remove(
+    name: str,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed when not on a terminal)."),
+):
+    """Remove a token: requests carrying it get 401 from then on."""
+    from pvc.ops.token import TokenRef
+
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(f"removing token {name} cuts off whoever uses it: add --yes to confirm", 2)
+        if not typer.confirm(f"Remove token {name}? Whoever uses it is cut off"):
+            fail("nothing removed", 1)
+    gone = run_ops(lambda b: b.call("token.remove", TokenRef(name=name)))
+    typer.echo(f"removed token {gone.name}")
