@@ -14,8 +14,8 @@ import statistics
 import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
-import msgspec
 import yaml
 
 from bench.bench_vm_ops import cpu_seconds, rss_mib
@@ -51,11 +51,12 @@ def show(label: str, figures: dict[str, tuple[float, float]], primary: str) -> N
 def set_metrics(dev, on: bool) -> None:
     """Rewrite each node's config with or without metrics.listen and restart its pvcd."""
     for node in dev.state.nodes:
-        config = yaml.safe_load(open(node.config))
+        path = Path(node.config)
+        config = yaml.safe_load(path.read_text())
         config.pop("metrics", None)
         if on:
             config["metrics"] = {"listen": f"127.0.0.1:{node.metrics_port}"}
-        open(node.config, "w").write(yaml.safe_dump(config, sort_keys=False))
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
         dev.stop_node(node.name)
         dev.start_node(node.name)
 
@@ -113,5 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    _ = msgspec  # the bench runs with the project's venv
     main()

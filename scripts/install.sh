@@ -13,6 +13,7 @@ apt_packages=(
   busybox-static cpio                        # scripts/build-guest.sh: the tiny guest's initramfs
   iproute2 dnsmasq-base frr udhcpc           # client networks: namespaces, DHCP/DNS, FRR's checker, a DHCP client
   ipmitool openipmi                          # fencing: ipmitool powers dead nodes off; ipmi_sim is the dev/test BMC
+  tmux                                       # tests: `pvc top` in a real terminal (send-keys, capture-pane)
   ceph-mon ceph-mgr ceph-osd ceph-common     # storage: the ceph/rbd/rados CLIs pvc calls; a local Ceph (`up --storage ceph`)
   python3-rados python3-rbd qemu-block-extra # Ceph's bindings (not used by pvc's venv: see docs/operations.md); QEMU's rbd driver
   prometheus                                 # the Prometheus server the metrics system test scrapes the local cluster with

@@ -40,8 +40,22 @@ READ_CHUNK = 256 * 1024  # most bytes one read takes, so a burst cannot blow mem
 WRITE_INTERVAL = 0.25  # at most 4 ZooKeeper writes per VM per second
 
 
-class ConsoleLog(msgspec.Struct):
-    """``/domains/<uuid>/console_log``: the last lines of a VM's serial console.
+_encoder = msgspec.json.Encoder()
+
+
+class _Value(msgspec.Struct):
+    """A ZooKeeper value in JSON; an empty value (a key created but never written) is the defaults."""
+
+    def encode(self) -> bytes:
+        return _encoder.encode(self)
+
+    @classmethod
+    def decode(cls, data: bytes):
+        return msgspec.json.decode(data, type=cls) if data else cls()
+
+
+class ConsoleLog(_Value):
+    """The last lines of a VM's serial console, as readers get them (and as format 1 stored them).
 
     ``first`` is the sequence number of ``lines[0]`` since the buffer began; ``partial`` is the
     unterminated last line (a prompt, a progress bar), not yet part of ``lines``."""
@@ -55,16 +69,7 @@ class ConsoleLog(msgspec.Struct):
         """Sequence number the next complete line will get."""
         return self.first + len(self.lines)
 
-    def encode(self) -> bytes:
-        return _encoder.encode(self)
 
-    @classmethod
-    def decode(cls, data: bytes) -> ConsoleLog:
-        """An empty key (created but never written) is an empty log."""
-        return msgspec.json.decode(data, type=cls) if data else cls()
-
-
-_encoder = msgspec.json.Encoder()
 # Encoded size of a record with no lines, the widest `first` and an empty partial's quotes left out.
 _OVERHEAD = len(ConsoleLog(first=-(2**63)).encode()) - 2
 
@@ -303,7 +308,7 @@ class FileMark(msgspec.Struct, array_like=True):
     crc: int  # zlib.crc32 of the (up to 128) bytes before offset
 
 
-class Head(msgspec.Struct, omit_defaults=True):
+class Head(_Value, omit_defaults=True):
     """``/domains/<uuid>/console_log``. Format 2: ``{"format": 2, "files": [...]}``, the lines are in
     its children (``Chunk``). Format 1 (pvc before the chunked layout; an empty value, as ``pvc vm
     define`` creates it, is format 1 too): the whole buffer in ``first``/``lines``/``partial``."""
@@ -317,15 +322,8 @@ class Head(msgspec.Struct, omit_defaults=True):
     def log(self) -> ConsoleLog:
         return ConsoleLog(self.first, self.lines, self.partial)
 
-    def encode(self) -> bytes:
-        return _encoder.encode(self)
 
-    @classmethod
-    def decode(cls, data: bytes) -> Head:
-        return msgspec.json.decode(data, type=cls) if data else cls()
-
-
-class Chunk(msgspec.Struct, array_like=True):
+class Chunk(_Value, array_like=True):
     """``/domains/<uuid>/console_log/<n>``: lines ``first`` .. ``first + len(lines) - 1``, the partial
     line and the buffer's start (``keep``: older lines scrolled out) as of this write, and how far the
     writer got in its file (``mark``)."""
@@ -339,13 +337,6 @@ class Chunk(msgspec.Struct, array_like=True):
     @property
     def end(self) -> int:
         return self.first + len(self.lines)
-
-    def encode(self) -> bytes:
-        return _encoder.encode(self)
-
-    @classmethod
-    def decode(cls, data: bytes) -> Chunk:
-        return msgspec.json.decode(data, type=cls)
 
 
 def chunk_number(name: str) -> int | None:
@@ -529,9 +520,11 @@ class Stored(NamedTuple):
     chunks: list[tuple[int, Chunk]]  # (number, chunk), in number order
 
 
-async def read_stored(zk, uuid: str, above: int = 0, converted: bool = False) -> Stored:
+async def read_stored(zk, uuid: str, above: int = 0, converted: bool = False,
+                      listed: list[str] | None = None) -> Stored:
     """The head and the chunks numbered above ``above``. The head is not read when ``converted``
-    (the layout never goes back): then it is reported as format 2."""
+    (the layout never goes back): then it is reported as format 2. ``listed``: the head's children as
+    a watch just delivered them (saves listing them again; listed anew if a chunk went meanwhile)."""
     from pvc.schema import Paths
     from pvc.zk import NoNode
 
@@ -549,10 +542,11 @@ async def read_stored(zk, uuid: str, above: int = 0, converted: bool = False) ->
         if head.format < FORMAT:
             return Stored(head, version, [])  # not converted yet (the first chunk comes with the head)
         try:
-            numbers = sorted(n for name in await zk.children(path) if (n := chunk_number(name)) and n > above)
+            names = listed if listed is not None and attempt == 0 else await zk.children(path)
         except NoNode:
             return Stored(None, None, [])
-        values = await zk.get_many(f"{path}/{n}" for n in numbers)
+        numbers = sorted(n for name in names if (n := chunk_number(name)) and n > above)
+        values = await zk.get_many(f"{path}/{n}" for n in numbers) if numbers else []
         if None in values and attempt < _READ_ATTEMPTS - 1:
             continue  # deleted since the listing: merged into a newer chunk, or scrolled out
         chunks = []
@@ -599,15 +593,20 @@ async def follow(zk, uuid: str, backlog: int) -> AsyncIterator[ConsoleEvent]:
     dom, _ = await store.read_domain(zk, uuid)
     wake = asyncio.Event()
     records: list[bytes | None] = []
+    listed: list[list[str] | None] = [None]  # the chunk list as the watch last delivered it
 
     def vm_changed(data: bytes | None, _version: int) -> None:
         records.append(data)
         wake.set()
 
+    def chunks_changed(children: list[str] | None) -> None:
+        listed[0] = children
+        wake.set()
+
     path = Paths.domain_console_log(uuid)
     watches = [  # armed before the first read: nothing stored after it goes unseen
         zk.watch_data(path, lambda _data, _version: wake.set()),
-        zk.watch_children(path, lambda _children: wake.set()),
+        zk.watch_children(path, chunks_changed),
         zk.watch_data(Paths.domain(uuid), vm_changed),
     ]
     try:
@@ -636,7 +635,8 @@ async def follow(zk, uuid: str, backlog: int) -> AsyncIterator[ConsoleEvent]:
                 dom = new
                 if notice:
                     yield notice
-            head, _, chunks = await read_stored(zk, uuid, state.last, converted=state.last > 0)
+            converted = state.last > 0
+            head, _, chunks = await read_stored(zk, uuid, state.last, converted, listed[0] if converted else None)
             if head is None:
                 continue  # the key is gone: the VM is being undefined (the record watch says so)
             events = state.record(head.log()) if head.format < FORMAT else \

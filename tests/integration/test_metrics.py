@@ -100,7 +100,9 @@ def test_libvirt_gone_and_zookeeper_restart(cluster):
     wait_until(lambda: value(scrape(cluster, "hv1"), "pvc_node_libvirt_up", node="hv1") == 1, timeout=15)
 
     # A ZooKeeper restart: each daemon counts its reconnection (session kept or renewed).
-    reconnects = lambda s: sum(value(s, "pvc_zookeeper_reconnects_total", session=k) for k in ("kept", "new"))  # noqa: E731
+    def reconnects(samples: dict) -> float:
+        return sum(value(samples, "pvc_zookeeper_reconnects_total", session=k) for k in ("kept", "new"))
+
     before = reconnects(scrape(cluster, "hv2"))
     cluster.dev.restart_zookeeper()
     wait_until(lambda: reconnects(s := scrape(cluster, "hv2")) > before

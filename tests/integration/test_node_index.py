@@ -77,8 +77,8 @@ def test_index_follows_every_change_and_only_concerned_daemons_watch(cluster):
     assert cluster.where_running("ix2") == ["hv3"]
     wait_until(lambda: watchers(cluster, record) == 1, timeout=10)
 
-    cluster.pvc("vm", "stop", "ix1", "--wait")
     for name in ("ix1", "ix2"):
+        cluster.pvc("vm", "stop", name, "--wait")
         cluster.pvc("vm", "undefine", name)
     assert_index_exact(cluster)
     index, _ = _zk_call(cluster, _index_and_records)

@@ -14,8 +14,9 @@ import pytest
 
 from pvc.daemon.log import ZooKeeperSink
 from pvc.devcluster.zookeeper_server import ZookeeperServer
-from pvc.node_log import NodeLogChunk, Pending, chunk_first
+from pvc.node_log import RING_BYTES, RING_CHUNKS, NodeLogChunk, Pending, chunk_first
 from pvc.ops.nodelog import read_ring
+from pvc.schema import Paths
 from pvc.zk import ZK
 from tests.conftest import running_cluster, wait_until
 
@@ -38,10 +39,14 @@ def test_node_log_shows_the_daemons_lines_bounded_by_lines(cluster) -> None:
     last2 = node_log(cluster, "--lines", "2")
     assert len(last2) == 2 and set(last2) <= set(node_log(cluster, "--lines", "1000"))
     assert node_log(cluster, "--lines", "0") == []
+    # The daemon's ring, as stored: within its bounds, numbered without gaps.
+    ring = asyncio.run(_with_zk(cluster.zookeeper, lambda zk: read_ring(zk, Paths.node_log(node))))
+    assert ring and len(ring) <= RING_CHUNKS and sum(len(c.encode()) for c in ring) <= RING_BYTES
+    assert all(a.end == b.first for a, b in zip(ring, ring[1:])) and lines[-1] in {x for c in ring for x in c.lines}
     unknown = cluster.pvc("node", "log", "nosuchnode", check=False)
     assert unknown.returncode != 0 and unknown.stderr.strip() == "error: unknown node 'nosuchnode'"
     bad = cluster.pvc("node", "log", node, "--lines", "-1", check=False)
-    assert bad.returncode == 2 and "-1" in bad.stderr
+    assert bad.returncode == 1 and bad.stderr == "error: lines must be 0 or more, not -1\n"
 
 
 def test_follow_shows_new_lines_and_ends_on_sigterm(cluster) -> None:
@@ -122,3 +127,12 @@ def test_sink_keeps_the_ring_bounded_and_counts_lines_dropped_while_zookeeper_is
 async def _until(predicate) -> None:
     while not predicate():
         await asyncio.sleep(0.02)
+
+
+async def _with_zk(address: str, work):
+    zk = ZK(address, request_timeout=5)
+    await zk.start()
+    try:
+        return await work(zk)
+    finally:
+        await zk.close()

@@ -1,5 +1,6 @@
 """`pvc top` in a real terminal (tmux, 80 columns) against a local cluster: nodes and VMs shown, a VM's
-state change appears (by watch), keys switch the view and sort, `q` quits with status 0."""
+state change, a daemon stopping and a migration in progress appear (by watch), keys switch the view and
+sort, `q` quits with status 0."""
 
 from __future__ import annotations
 
@@ -73,6 +74,16 @@ def test_top_shows_the_cluster_live_and_quits_on_q(cluster) -> None:
         term.wait_for(r"vms by state\s*$")
         term.keys("Tab")  # back to the nodes, running VM counted on its node
         term.wait_for(r"^hv2 +run +ready +\w+ +1/1 ")
+
+        # A migration in progress: its source's daemon, which carries it out, is stopped (the VM runs on).
+        cluster.dev.stop_node("hv2")
+        term.wait_for(r"^hv2 +stop +ready ")
+        cluster.pvc("vm", "migrate", "topvm", "--target", "hv1")
+        screen = term.wait_for(r"^  topvm: hv2 -> hv1$")
+        assert "MIGRATIONS IN PROGRESS" in screen and "1 VM: 1 migrate" in screen
+        cluster.dev.start_node("hv2")
+        term.wait_for(r"^No migration in progress\.$", timeout=30)
+        term.wait_for(r"^hv1 +run +ready +\w+ +1/1 ")  # it moved: running on hv1
         term.keys("q")
         term.wait_for(r"^pvc-top-exit=0$")
     finally:

@@ -8,8 +8,15 @@ import pytest
 
 from pvc.config import DaemonConfig, parse_config
 from pvc.daemon.context import DaemonContext
-from pvc.daemon.metrics import (ClusterView, DaemonMetrics, HostReading, NodeView, cluster_families,
-                                node_families, vm_families)
+from pvc.daemon.metrics import (
+    ClusterView,
+    DaemonMetrics,
+    HostReading,
+    NodeView,
+    cluster_families,
+    node_families,
+    vm_families,
+)
 from pvc.errors import Forbidden, InvalidInput
 from pvc.libvirt_host import DomainStats, HostStats, LibvirtHost
 from pvc.ops import registry

@@ -44,5 +44,7 @@ def test_sorting_and_what_is_shown() -> None:
     assert "unregistered" not in "\n".join(v.node_lines())
     text = "\n".join(v.node_lines())
     assert "flush hv3: running, 1/5 VMs done" in text and "vm1: hv1 -> hv2" in text
+    v.node_values["hv1"]["domain_state"] = b"unflush"  # asked for, not picked up by the node yet
+    assert "  ready hv1: requested" in v.node_lines()
     assert v.summary(now=0)[1] == "5 VMs: 4 start, 1 migrate"
     assert "3 nodes (3 run)  primary hv1" in v.summary(now=0)[0]

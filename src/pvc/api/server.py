@@ -18,7 +18,7 @@ from aiohttp import web
 
 from pvc import __version__
 from pvc.api import openapi, wire
-from pvc.errors import NotFound, PvcError, Unauthorized
+from pvc.errors import NotFound, PvcError, Unauthorized, Unavailable
 from pvc.ops import registry
 from pvc.ops import token as tokens
 
@@ -32,14 +32,15 @@ _ZK = web.AppKey("zk", Any)
 _LOG = web.AppKey("log", Any)
 _NODE = web.AppKey("node", str)
 _EXTRAS = web.AppKey("extras", dict)
-_STREAMS = web.AppKey("streams", set)
+_CLOSING = web.AppKey("closing", asyncio.Event)
 _OPENAPI = web.AppKey("openapi", bytes)
 _JSON = "application/json"
 
 
 def build_app(zk, log, node: str = "", extras: dict[str, Any] | None = None) -> web.Application:
     app = web.Application(middlewares=[_errors, _auth], client_max_size=16 * 1024 * 1024)
-    app[_ZK], app[_LOG], app[_NODE], app[_EXTRAS], app[_STREAMS] = zk, log, node, extras or {}, set()
+    app[_ZK], app[_LOG], app[_NODE], app[_EXTRAS] = zk, log, node, extras or {}
+    app[_CLOSING] = asyncio.Event()  # set at shutdown: open streams end with an error event
     ops = registry.load_all()
     app[_OPENAPI] = msgspec.json.encode(openapi.document(ops, __version__))
     app.router.add_get(f"{wire.PREFIX}/health", _health)
@@ -48,7 +49,7 @@ def build_app(zk, log, node: str = "", extras: dict[str, Any] | None = None) -> 
     twins = wire.follow_twins(ops)
     for op in sorted(ops.values(), key=lambda o: (len(wire.path_fields(o.path)), o.path)):
         app.router.add_route(op.method, wire.PREFIX + op.path, _handler(op, twins.get(op.name)))
-    app.on_shutdown.append(_cut_streams)
+    app.on_shutdown.append(_end_streams)
     return app
 
 
@@ -142,9 +143,8 @@ def _handler(op: registry.Operation, twin: registry.Operation | None = None):
 async def _sse(request: web.Request, items) -> web.StreamResponse:
     """Each item as one ``data:`` event; an error ends the stream with an ``error`` event."""
     it = aiter(items)
-    task = asyncio.current_task()
-    request.app[_STREAMS].add(task)
     nxt = asyncio.ensure_future(anext(it))
+    closing = asyncio.ensure_future(request.app[_CLOSING].wait())
     try:
         await asyncio.wait({nxt}, timeout=FIRST_ITEM_WAIT)
         if nxt.done() and isinstance(nxt.exception(), PvcError):
@@ -153,7 +153,10 @@ async def _sse(request: web.Request, items) -> web.StreamResponse:
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
         while True:
-            done, _ = await asyncio.wait({nxt}, timeout=KEEPALIVE_INTERVAL)
+            done, _ = await asyncio.wait({nxt, closing}, timeout=KEEPALIVE_INTERVAL, return_when=asyncio.FIRST_COMPLETED)
+            if closing in done:
+                await response.write(wire.sse_error(Unavailable("the API server is stopping")))
+                break
             if not done:
                 await response.write(wire.SSE_KEEPALIVE)
                 continue
@@ -173,16 +176,15 @@ async def _sse(request: web.Request, items) -> web.StreamResponse:
         await response.write_eof()
         return response
     finally:
-        request.app[_STREAMS].discard(task)
+        closing.cancel()
         nxt.cancel()
         await asyncio.wait({nxt})
         if hasattr(it, "aclose"):
             await it.aclose()
 
 
-async def _cut_streams(app: web.Application) -> None:
-    for task in list(app[_STREAMS]):
-        task.cancel()
+async def _end_streams(app: web.Application) -> None:
+    app[_CLOSING].set()
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -195,8 +197,8 @@ async def serve(zk, log, host: str, port: int, *, node: str = "", tls: tuple[str
                 extras: dict[str, Any] | None = None, started: asyncio.Event | None = None) -> None:
     """Serve until cancelled. A port in use or an unreadable certificate is logged and retried (it
     may be freed or fixed), never the end of the daemon."""
-    runner = web.AppRunner(build_app(zk, log, node, extras), access_log=None, handle_signals=False,
-                           shutdown_timeout=SHUTDOWN_TIMEOUT)
+    app = build_app(zk, log, node, extras)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
         delay = 1.0
@@ -214,4 +216,15 @@ async def serve(zk, log, host: str, port: int, *, node: str = "", tls: tuple[str
             started.set()
         await asyncio.Event().wait()
     finally:
-        await runner.cleanup()
+        # pvcd cancels its roles again and again while it stops: the close goes on regardless.
+        closed = asyncio.ensure_future(_close(app, runner))
+        try:
+            await asyncio.shield(closed)
+        except asyncio.CancelledError:
+            pass
+
+
+async def _close(app: web.Application, runner: web.AppRunner) -> None:
+    app[_CLOSING].set()
+    await asyncio.sleep(0.05)  # open streams write their last (error) event and end
+    await runner.cleanup()

@@ -74,7 +74,7 @@ async def _follow(backend, params) -> None:
 @app.command("log")
 def log_(
     node: str = typer.Argument(..., help="Node name"),
-    lines: int = typer.Option(50, "--lines", "-n", min=0, help="Show the last N lines (then, with -f, every new one)."),
+    lines: int = typer.Option(50, "--lines", "-n", help="Show the last N lines (then, with -f, every new one)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines as the node logs them (Ctrl-C to stop)."),
 ):
     """Show a node's recent pvcd log lines (kept in ZooKeeper, bounded), or follow them live with -f."""

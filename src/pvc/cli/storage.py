@@ -58,11 +58,11 @@ def _ceph():
 
 
 def _call(name: str, params: Any) -> Any:
-    """Run operation ``name`` with this command's Ceph client."""
-    from pvc.cli.common import run_ops
+    """Run operation ``name`` with this command's Ceph client (through the API: the server's)."""
+    from pvc.cli.common import Settings, run_ops
 
-    ceph = _ceph()
-    return run_ops(lambda b: b.call(name, params), extras={"ceph": ceph})
+    extras = None if Settings.connection else {"ceph": _ceph()}
+    return run_ops(lambda b: b.call(name, params), extras=extras)
 
 
 def _run(work, *, zk: bool = False) -> Any:

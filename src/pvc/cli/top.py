@@ -16,14 +16,13 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the module is imported by every `pvc` command: the schema only when `pvc top` runs
-    from pvc.schema import Domain, FlushProgress
+    from pvc.schema import Domain
+    from pvc.store import NodeView
 
 RENDER_DELAY = 0.2  # changes within this are shown together: a flush moving 100 VMs is not 100 repaints
 WIDTH = 80
 NODE_SORTS = ("name", "load", "memory", "vms")
 VM_SORTS = ("name", "state", "node", "memory")
-# The keys of a node that `pvc top` watches (besides the node record itself).
-_NODE_KEYS = ("alive", "daemon_state", "domain_state", "coordinator_state", "keepalive", "flush_progress")
 
 
 def _fit(text: str, width: int) -> str:
@@ -60,7 +59,9 @@ class ClusterView:
 
     # -- what is shown ---------------------------------------------------------------------------
 
-    def nodes(self) -> list:
+    def nodes(self) -> list[NodeView]:
+        import msgspec
+
         from pvc import store
 
         views = []
@@ -68,22 +69,29 @@ class ClusterView:
             if values.get("info") is None:
                 continue  # not registered (yet), or removed
             try:
-                views.append(store.node_view(name, values["info"], [values.get(k) for k in _NODE_KEYS[:5]]))
-            except Exception:  # a record that does not decode: shown once it is rewritten
+                views.append(store.node_view(name, values["info"], [values.get(k) for k in store.NODE_KEYS]))
+            except msgspec.DecodeError:  # shown again once it is rewritten
                 continue
         return views
 
-    def flushes(self) -> list[tuple[str, FlushProgress]]:
+    def flushes(self) -> list[tuple[str, str]]:
+        """(node, what) for each flush or ready asked for and not done: the node's account of it
+        (``flush_progress``), or "requested" while the node has not picked the request up."""
+        import msgspec
+
         from pvc.schema import FlushProgress
 
         out = []
         for name, values in sorted(self.node_values.items()):
             try:
-                progress = FlushProgress.decode(values["flush_progress"]) if values.get("flush_progress") else None
-            except Exception:
-                progress = None
-            if progress and progress.status in ("queued", "running"):
-                out.append((name, progress))
+                p = FlushProgress.decode(values["flush_progress"]) if values.get("flush_progress") else None
+            except msgspec.DecodeError:
+                p = None
+            if p and p.status in ("queued", "running"):
+                failed = f", {len(p.failed)} failed" if p.failed else ""
+                out.append((name, f"{p.op} {name}: {p.status}, {len(p.moved) + len(p.failed)}/{p.total} VMs done{failed}"))
+            elif values.get("domain_state") in (b"flush", b"unflush"):
+                out.append((name, f"{'flush' if values['domain_state'] == b'flush' else 'ready'} {name}: requested"))
         return out
 
     def migrations(self) -> list[Domain]:
@@ -118,11 +126,9 @@ class ClusterView:
         return lines
 
     def activity_lines(self) -> list[str]:
-        lines = ["FLUSHES IN PROGRESS" if self.flushes() else "No flush in progress."]
-        for name, p in self.flushes():
-            done = len(p.moved) + len(p.failed)
-            failed = f", {len(p.failed)} failed" if p.failed else ""
-            lines.append(_fit(f"  {p.op} {name}: {p.status}, {done}/{p.total} VMs done{failed}", WIDTH).rstrip())
+        flushes = self.flushes()
+        lines = ["FLUSHES IN PROGRESS" if flushes else "No flush in progress."]
+        lines += [_fit(f"  {what}", WIDTH).rstrip() for _, what in flushes]
         migrations = self.migrations()
         lines += ["", "MIGRATIONS IN PROGRESS" if migrations else "No migration in progress."]
         for d in migrations:
@@ -164,6 +170,7 @@ class ClusterWatch:
         self.on_change()
 
     def _on_nodes(self, names: list[str] | None) -> None:
+        from pvc import store
         from pvc.schema import Paths
 
         names = set(names or ())
@@ -174,7 +181,8 @@ class ClusterWatch:
         for name in names - set(self._node_watches):
             self.view.node_values[name] = {}
             self._node_watches[name] = [self.zk.watch_data(Paths.node(name), self._setter(name, "info"))] + [
-                self.zk.watch_data(Paths.node_key(name, key), self._setter(name, key)) for key in _NODE_KEYS]
+                self.zk.watch_data(Paths.node_key(name, key), self._setter(name, key))
+                for key in (*store.NODE_KEYS, "flush_progress")]
         self.on_change()
 
     def _setter(self, name: str, key: str):
@@ -197,6 +205,8 @@ class ClusterWatch:
         self.on_change()
 
     def _vm_setter(self, uuid: str):
+        import msgspec
+
         from pvc.schema import Domain
 
         def set_vm(data: bytes | None, _version: int) -> None:
@@ -205,7 +215,7 @@ class ClusterWatch:
             else:
                 try:
                     self.view.vms[uuid] = Domain.decode(data)
-                except Exception:  # not decodable: keep the last good one
+                except msgspec.DecodeError:  # keep the last good one
                     return
             self.on_change()
         return set_vm
@@ -262,6 +272,8 @@ def _app(zk):
         def _repaint_summary(self) -> None:
             order = f"{self.mode_name} by {self._sort()}{' (reversed)' if self.descending else ''}"
             head = self.cluster.view.summary()
+            if not zk.connected.is_set():  # the watches resume when it is back
+                head[1] = "ZooKeeper unreachable: what is shown may be out of date"
             head[1] = _fit(head[1], WIDTH - len(order) - 2) + "  " + order
             self.query_one("#summary", Static).update("\n".join(head))
 

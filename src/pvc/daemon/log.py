@@ -46,6 +46,9 @@ class _TeeLogger(structlog.PrintLogger):
     fatal = failure = err = error = critical = exception = msg
 
 
+MAX_RETRY_DELAY = 10.0  # seconds between attempts while ZooKeeper refuses the writes
+
+
 class ZooKeeperSink:
     """Writes the daemon's log lines into ``/nodes/<node>/log`` in batches, off the logging path.
 
@@ -90,13 +93,17 @@ class ZooKeeperSink:
         self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
         self._wake = asyncio.Event()
         self._wake.set()  # lines logged before the sink started
+        delay = self.interval
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not await self.flush():
-                self._wake.set()  # try again, once connected
+            if await self.flush():
+                delay = self.interval
+            else:  # try again once connected, less often while it keeps failing (refused, say)
+                self._wake.set()
                 await zk.connected.wait()
-            await asyncio.sleep(self.interval)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+            await asyncio.sleep(delay)
 
     async def flush(self) -> bool:
         """Write what is pending now (in chunks); False if ZooKeeper did not take it (kept for later)."""

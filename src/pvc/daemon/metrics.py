@@ -25,15 +25,26 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import libvirt
-from prometheus_client import (CollectorRegistry, Counter, Histogram, ProcessCollector,
-                               disable_created_metrics)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 
 from pvc.daemon.context import DaemonContext
 from pvc.errors import PvcError, Unavailable
 from pvc.libvirt_host import DomainStats, HostStats, LibvirtError
-from pvc.schema import NODE_DAEMON_STATES, NODE_DOMAIN_STATES, VM_STATES, Domain, FenceState
+from pvc.schema import (
+    NODE_DAEMON_STATES,
+    NODE_DOMAIN_STATES,
+    VM_STATES,
+    Domain,
+    FenceState,
+)
 
 MIB = 2**20
 # The classic text format, which every Prometheus reads (pvc's names need none of 1.0.0's escaping).
@@ -198,6 +209,7 @@ class DaemonMetrics:
         self.registry.register(self)  # collect() below: figures kept by the ZK adapter
         self._host_read: asyncio.Future | None = None
         self._cluster: tuple[float, float, ClusterView] | None = None  # (read at, reusable until, view)
+        self._cluster_failing = False
 
     def attach(self) -> None:
         from pvc.ops import registry
@@ -251,6 +263,8 @@ class DaemonMetrics:
         if self._host_read is None or self._host_read.done():
             directory = Path(self.ctx.config.console_log.directory)
             self._host_read = asyncio.ensure_future(asyncio.to_thread(_read_host, self.ctx.host, directory))
+            # Its error is read by whoever awaits it; one that finishes after they gave up is dropped here.
+            self._host_read.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
             return await asyncio.wait_for(asyncio.shield(self._host_read), READ_TIMEOUT)
         except (TimeoutError, Unavailable, LibvirtError, libvirt.libvirtError, OSError):
@@ -265,9 +279,11 @@ class DaemonMetrics:
             async with asyncio.timeout(READ_TIMEOUT):
                 view = await _read_cluster(self.ctx.zk)
         except (TimeoutError, PvcError) as exc:
-            self.ctx.log.warning("metrics_cluster_figures_failed", error=str(exc) or type(exc).__name__)
-            self._cluster = None
+            if not self._cluster_failing:  # once per outage, not once per scrape
+                self.ctx.log.warning("metrics_cluster_figures_failed", error=str(exc) or type(exc).__name__)
+            self._cluster, self._cluster_failing = None, True
             return ClusterView(ok=False)
+        self._cluster_failing = False
         took = time.monotonic() - now
         self._cluster = (now, now + max(CLUSTER_REUSE_MIN, CLUSTER_REUSE_FACTOR * took), view)
         return view

@@ -25,7 +25,7 @@ class NodeLogQuery(msgspec.Struct, kw_only=True):
 
 async def _check(ctx: Context, params: NodeLogQuery) -> None:
     if params.lines < 0:
-        raise InvalidInput(f"--lines must be 0 or more, not {params.lines}")
+        raise InvalidInput(f"lines must be 0 or more, not {params.lines}")
     if "/" in params.node or not params.node or not await ctx.zk.exists(Paths.node(params.node)):
         raise NotFound(f"unknown node {params.node!r}")
 
