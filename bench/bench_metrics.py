@@ -3,7 +3,7 @@ second (Prometheus' default is 15 s); and how long a scrape takes, on the primar
 record for the cluster-wide figures, at most once per 100 times that read's duration) and on another node.
 
 Local 3-node cluster (test driver) with --vms VMs defined, --running of them running.
-Run: python -m bench.bench_metrics [--vms 1000] [--running 100] [--seconds 30]
+Run: python -m bench.bench_metrics [--vms 1000] [--running 100] [--seconds 30] [--settle 30]
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=1000)
     parser.add_argument("--running", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--settle", type=float, default=30, help="seconds after a restart before measuring")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pvc-bench-metrics-") as workdir:
         dev = cluster(workdir)
@@ -92,7 +93,7 @@ def main() -> None:
             print(f"{args.vms} VMs defined, {found[1]} running, 3 nodes; primary {primary} (marked *); "
                   f"CPU % of one core / RSS over {args.seconds:g} s")
             urls = {n["name"]: n["metrics_url"] for n in dev.info()}
-            time.sleep(5)  # settle
+            time.sleep(args.settle)
             show("metrics on, not scraped", footprint(dev, args.seconds), primary)
             show("metrics on, every node scraped every 1 s", footprint(dev, args.seconds, list(urls.values())), primary)
             other = next(n for n in nodes if n != primary)
@@ -102,11 +103,11 @@ def main() -> None:
                 print(f"scrape of {node}{' (primary)' if node == primary else ''}: p50 {statistics.median(times):.1f} ms, "
                       f"p99 {pct(times, 99):.1f} ms, max {max(times):.1f} ms (first {times[0]:.1f} ms), {size:,} bytes")
             set_metrics(dev, False)
-            time.sleep(5)
+            time.sleep(args.settle)
             primary = asyncio.run(primary_and_running())[0]
             show("metrics off (pvcd restarted)", footprint(dev, args.seconds), primary)
             set_metrics(dev, True)
-            time.sleep(5)
+            time.sleep(args.settle)
             primary = asyncio.run(primary_and_running())[0]
             show("metrics on again (pvcd restarted), not scraped", footprint(dev, args.seconds), primary)
         finally:

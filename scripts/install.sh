@@ -15,6 +15,7 @@ apt_packages=(
   ipmitool openipmi                          # fencing: ipmitool powers dead nodes off; ipmi_sim is the dev/test BMC
   tmux                                       # tests: `pvc top` in a real terminal (send-keys, capture-pane)
   ceph-mon ceph-mgr ceph-osd ceph-common     # storage: the ceph/rbd/rados CLIs pvc calls; a local Ceph (`up --storage ceph`)
+  openssl                                    # tests: a self-signed certificate for the REST API's TLS
   python3-rados python3-rbd qemu-block-extra # Ceph's bindings (not used by pvc's venv: see docs/operations.md); QEMU's rbd driver
   prometheus                                 # the Prometheus server the metrics system test scrapes the local cluster with
 )

@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import codecs
 import re
-from collections.abc import AsyncIterator
 from collections import deque
+from collections.abc import AsyncIterator
 from itertools import islice
 from typing import NamedTuple
 
@@ -37,7 +37,6 @@ MAX_LINES = 1000  # lines kept per VM (console_log.lines)
 MAX_BYTES = 256 * 1024  # bound of one encoded record; ZooKeeper refuses values over ~1 MiB
 MAX_LINE_CHARS = 4096  # longer lines are truncated
 READ_CHUNK = 256 * 1024  # most bytes one read takes, so a burst cannot blow memory
-WRITE_INTERVAL = 0.25  # at most 4 ZooKeeper writes per VM per second
 
 
 _encoder = msgspec.json.Encoder()
@@ -266,7 +265,7 @@ class WriteBudget:
     second per second, up to ``burst``; a write may go while the credit is at least
     ``min_interval``. Sustained, that is at most ``1 / min_interval`` writes and
     ``bytes_per_second`` bytes a second per VM (over any window W: at most ``(W + burst) /
-    min_interval + 1`` writes). Unlike a fixed spacing (``WriteLimiter``) a line that comes at about
+    min_interval + 1`` writes). Unlike a fixed spacing a line that comes at about
     the write rate is not held back by the phase of the previous write, and after a quiet spell a
     few writes go at once. ``now`` is a monotonic clock."""
 
@@ -410,7 +409,8 @@ class Ring:
         chunk = Chunk(start, buffer.lines_from(start), buffer.partial, keep, mark)
         gone = ({c.n for c in self.chunks} - {c.n for c in alive}) | ({c.n for c in fresh} if merge else set())
         after = [c for c in self.chunks if c.n not in gone]
-        after.append(StoredChunk(self.next, start, end, not merge))
+        # The first write (a new buffer, or a format-1 one converted: maybe 1,000 lines) is never merged.
+        after.append(StoredChunk(self.next, start, end, not merge and self.end is not None))
         return RingWrite(self.next, chunk, chunk.encode(), sorted(gone), after)
 
     def applied(self, write: RingWrite) -> None:

@@ -173,7 +173,10 @@ def read_sse(response, items: list, stop: threading.Event) -> None:
 
     parser = SseParser()
     while not stop.is_set():
-        chunk = response.read1(65536)
+        try:
+            chunk = response.read1(65536)
+        except (OSError, ValueError, AttributeError):  # closed by the test: done
+            return
         if not chunk:
             return
         for event, data in parser.feed(chunk):
@@ -260,7 +263,8 @@ def test_schemathesis_against_the_openapi_document(api):
     """Generated requests (bounded) for every read and a few safe changes: the answers match the
     document (status codes, content types, schemas), and nothing answers 500."""
     import schemathesis
-    from hypothesis import HealthCheck, settings
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import checks
 
     schema = schemathesis.openapi.from_url(api.api_url + "/api/v1/openapi.json")
     schema.config.base_url = api.api_url + "/api/v1"
@@ -274,9 +278,15 @@ def test_schemathesis_against_the_openapi_document(api):
             continue
 
         @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        @schemathesis.given(case=operation.as_strategy())
+        @given(case=operation.as_strategy())
         def check(case):
-            case.call_and_validate(headers={"Authorization": f"Bearer {api.token}"}, timeout=30)
+            if case.query:
+                case.query.pop("follow", None)  # a follow never ends: the SSE test covers it
+            # Excluded: "valid per schema must be 2xx/404" - names, states and durations are checked
+            # beyond what a JSON Schema says (a 400 with one line is right for `since=¸`).
+            case.call_and_validate(base_url=api.api_url + "/api/v1", timeout=30,
+                                   headers={"Authorization": f"Bearer {api.token}"},
+                                   excluded_checks=[checks.positive_data_acceptance])
 
         check()
         checked.append(operation.definition.raw["operationId"])

@@ -21,8 +21,15 @@ from pathlib import Path
 
 import msgspec
 
-
-from pvc.console_log import FORMAT, MAX_BYTES, MERGE_AFTER, ConsoleLog, Head, read_stored, stored_log
+from pvc.console_log import (
+    FORMAT,
+    MAX_BYTES,
+    MERGE_AFTER,
+    ConsoleLog,
+    Head,
+    read_stored,
+    stored_log,
+)
 from pvc.schema import Paths
 from pvc.zk import ZK
 from tests.conftest import domain_xml, wait_until

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from pvc.devcluster.proc import is_running
 
@@ -20,8 +21,9 @@ def test_up_info_down(tmp_path):
     up = devcluster("up", "--nodes", "2", "--workdir", workdir)
     assert up.returncode == 0, up.stderr
     last = up.stdout.strip().splitlines()[-1]
-    assert last.startswith("PVC_ZOOKEEPER=127.0.0.1:")
+    assert last.startswith("PVC_ZOOKEEPER=pvc:")  # with the credential `up` made (ZooKeeper ACLs)
     zookeeper = last.split("=", 1)[1]
+    credential, hosts = zookeeper.rsplit("@", 1)
     try:
         info = devcluster("info", "--workdir", workdir, "-o", "json")
         nodes = json.loads(info.stdout)
@@ -29,14 +31,19 @@ def test_up_info_down(tmp_path):
         # Two coordinators: one ZooKeeper server, on the first.
         assert nodes[1]["zookeeper_server"] is None
         server = nodes[0]["zookeeper_server"]
-        assert server["index"] == 1 and zookeeper == f"127.0.0.1:{server['client_port']}" and is_running(server["pid"])
+        assert server["index"] == 1 and hosts == f"127.0.0.1:{server['client_port']}" and is_running(server["pid"])
         for n in nodes:
             assert n["config"].endswith("pvcd.yaml") and n["libvirt_uri"].startswith("test+unix://")
             assert n["console_log_directory"] and n["zookeeper"] == zookeeper
+            with open(n["config"]) as config:  # pvcd has the credential too
+                assert yaml.safe_load(config)["zookeeper"] == {"auth": credential, "hosts": hosts, "session_timeout": 3,
+                                                               "request_timeout": 5}
             assert is_running(n["pvcd_pid"]) and is_running(n["libvirtd_pid"])
         listed = subprocess.run(["pvc", "--zookeeper", zookeeper, "node", "list", "-o", "json"],
                                 capture_output=True, text=True)
         assert [n["daemon_state"] for n in json.loads(listed.stdout)] == ["run", "run"]
+        anonymous = subprocess.run(["pvc", "--zookeeper", hosts, "node", "list"], capture_output=True, text=True)
+        assert anonymous.returncode == 4 and "refused access (NoAuth)" in anonymous.stderr
         again = devcluster("up", "--nodes", "2", "--workdir", workdir)
         assert again.returncode != 0 and "already running" in again.stderr
     finally:

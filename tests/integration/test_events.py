@@ -130,10 +130,9 @@ def test_a_scripted_sequence_is_in_the_log_in_order_and_filters_work(cluster):
 
     on_hv2 = cluster.pvc_json("cluster", "events", "--node", "hv2", "-n", "200")
     assert all(e["node"] == "hv2" for e in on_hv2)
-    kinds = [e["kind"] if e["kind"] != "operation" else e["operation"] for e in on_hv2]
-    flow = [k for k in kinds if k in ("flush.start", "flush_started", "flush_finished", "flush.ready", "ready_started",
-                                      "ready_finished")]
-    assert flow == ["flush.start", "flush_started", "flush_finished", "flush.ready", "ready_started", "ready_finished"]
+    assert [e["operation"] for e in on_hv2 if e["operation"].startswith("flush.")] == ["flush.start", "flush.ready"]
+    assert [e["kind"] for e in on_hv2 if e["kind"].startswith(("flush_", "ready_"))] == [
+        "flush_started", "flush_finished", "ready_started", "ready_finished"]
     primaries = [e for e in cluster.pvc_json("cluster", "events", "-n", "1000") if e["kind"] == "primary_changed"]
     assert primaries and primaries[0]["node"] in cluster.nodes
 

@@ -4,6 +4,7 @@ followed; the daemon's sink (pvc.daemon.log.ZooKeeperSink) against a real ZooKee
 from __future__ import annotations
 
 import asyncio
+import itertools
 import queue
 import shutil
 import signal
@@ -14,7 +15,7 @@ import pytest
 
 from pvc.daemon.log import ZooKeeperSink
 from pvc.devcluster.zookeeper_server import ZookeeperServer
-from pvc.node_log import RING_BYTES, RING_CHUNKS, NodeLogChunk, Pending, chunk_first
+from pvc.node_log import RING_BYTES, RING_CHUNKS, Pending, chunk_first
 from pvc.ops.nodelog import read_ring
 from pvc.schema import Paths
 from pvc.zk import ZK
@@ -42,7 +43,7 @@ def test_node_log_shows_the_daemons_lines_bounded_by_lines(cluster) -> None:
     # The daemon's ring, as stored: within its bounds, numbered without gaps.
     ring = asyncio.run(_with_zk(cluster.zookeeper, lambda zk: read_ring(zk, Paths.node_log(node))))
     assert ring and len(ring) <= RING_CHUNKS and sum(len(c.encode()) for c in ring) <= RING_BYTES
-    assert all(a.end == b.first for a, b in zip(ring, ring[1:])) and lines[-1] in {x for c in ring for x in c.lines}
+    assert all(a.end == b.first for a, b in itertools.pairwise(ring)) and lines[-1] in {x for c in ring for x in c.lines}
     unknown = cluster.pvc("node", "log", "nosuchnode", check=False)
     assert unknown.returncode != 0 and unknown.stderr.strip() == "error: unknown node 'nosuchnode'"
     bad = cluster.pvc("node", "log", node, "--lines", "-1", check=False)
@@ -80,20 +81,24 @@ def test_sink_keeps_the_ring_bounded_and_counts_lines_dropped_while_zookeeper_is
     server.start()
     folder = "/nodelog-test"
 
-    async def main() -> list[NodeLogChunk]:
+    async def main() -> None:
         zk = ZK(server.address, session_timeout=30, request_timeout=2)
         await zk.start()
         sink = ZooKeeperSink(interval=0.05, pending=Pending(max_bytes=2000),
-                             ring_bounds=dict(max_bytes=3000, max_chunks=4))
+                             ring_bounds={"max_bytes": 3000, "max_chunks": 4})
         task = asyncio.create_task(sink.run(zk, folder))
         try:
             for i in range(300):  # many chunks: the ring must stay within 4 chunks and 3000 bytes
                 sink.add(f"line {i:04d} " + "x" * 40)
-                if i % 10 == 9:
-                    await asyncio.sleep(0.06)
-            await asyncio.wait_for(_until(lambda: not len(sink.pending)), 10)
-            await asyncio.sleep(0.2)
-            names = await zk.children(folder)
+                if i % 10 == 9:  # within the 2000 bytes that may wait: nothing dropped
+                    await asyncio.wait_for(_until(lambda: not len(sink.pending)), 10)
+
+            async def trimmed() -> list[str]:  # the last write's trim may still be under way
+                while len(names := await zk.children(folder)) > 4:
+                    await asyncio.sleep(0.02)
+                return names
+
+            names = await asyncio.wait_for(trimmed(), 10)
             sizes = [len(v) for v in await zk.get_many(f"{folder}/{n}" for n in names)]
             assert len(names) <= 4 and sum(sizes) <= 3000, (names, sizes)
             ring = await read_ring(zk, folder)
@@ -112,7 +117,6 @@ def test_sink_keeps_the_ring_bounded_and_counts_lines_dropped_while_zookeeper_is
             after = [c for c in ring if c.first >= 300]
             assert after[0].dropped == dropped and after[0].lines[0].startswith("away 000")
             assert sum(len(c.lines) for c in after) == kept and sum(c.dropped for c in after) == dropped
-            return ring
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -40,27 +40,27 @@ class Tmux:
     def wait_for(self, pattern: str, timeout: float = 15) -> str:
         """The screen once ``pattern`` (a regular expression, multiline) shows on it."""
         try:
-            return wait_until(lambda: re.search(pattern, s := self.screen(), re.M) and s, timeout=timeout, interval=0.1)
+            return wait_until(lambda: re.search(pattern, s := self.screen(), re.MULTILINE) and s, timeout=timeout, interval=0.1)
         except AssertionError:
             raise AssertionError(f"{pattern!r} not on the screen within {timeout} s; it shows:\n{self.screen()}") from None
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10, check=False)
 
 
 def test_top_shows_the_cluster_live_and_quits_on_q(cluster) -> None:
     pvc = shutil.which("pvc") or "pvc"
     no_tty = subprocess.run([pvc, "top"], env=cluster.env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                            timeout=30)
+                            timeout=30, check=False)
     assert no_tty.returncode != 0 and no_tty.stderr.startswith("error: pvc top needs a terminal")
 
     cluster.define("topvm", node="hv2")
     term = Tmux(f"{pvc} top; echo pvc-top-exit=$?; sleep 600", {"PVC_ZOOKEEPER": cluster.zookeeper})
     try:
         screen = term.wait_for(r"^hv2 +run +ready .*\n")
-        assert re.search(r"^NODE +DAEMON +DOMAIN +COORD +VMS +LOAD", screen, re.M)
-        assert re.search(r"^hv1 +run +ready +(primary|secondary) ", screen, re.M)
-        assert re.search(r"^hv2 +run +ready +\w+ +0/1 ", screen, re.M)  # topvm assigned, not running
+        assert re.search(r"^NODE +DAEMON +DOMAIN +COORD +VMS +LOAD", screen, re.MULTILINE)
+        assert re.search(r"^hv1 +run +ready +(primary|secondary) ", screen, re.MULTILINE)
+        assert re.search(r"^hv2 +run +ready +\w+ +0/1 ", screen, re.MULTILINE)  # topvm assigned, not running
         assert "1 VM: 1 stop" in screen and "No flush in progress." in screen
         assert all(len(line) <= 80 for line in screen.splitlines())
 

@@ -13,6 +13,7 @@ import aiozk
 import pytest
 
 from pvc import store
+from pvc.config import parse_config
 from pvc.devcluster.zookeeper_server import ZookeeperServer
 from pvc.errors import InvalidInput, Unauthorized
 from pvc.zk import ZK, digest_id, parse_connection
@@ -65,6 +66,10 @@ def test_connection_string_parsing_never_repeats_the_password():
         with pytest.raises(InvalidInput) as info:
             parse_connection(bad)
         assert "secretpw" not in str(info.value)
+    assert parse_config("zookeeper: {hosts: 'zk1:2181', auth: 'pvc:pw'}").zookeeper.auth == "pvc:pw"
+    with pytest.raises(InvalidInput, match=r"zookeeper.auth: invalid ZooKeeper credential") as info:
+        parse_config("zookeeper: {auth: 'secretpw'}")
+    assert "secretpw" not in str(info.value)
 
 
 def test_init_protects_and_anonymous_clients_are_refused(server):

@@ -125,3 +125,24 @@ def test_connections_file_is_private_and_checked(tmp_path, monkeypatch):
     connections.path().write_text("{not json")
     with pytest.raises(InvalidInput, match="not a valid connections file"):
         connections.load()
+
+
+def test_api_config_is_checked():
+    from pvc.config import parse_config
+
+    assert parse_config("api: {listen: '127.0.0.1:8443'}").api.listen == "127.0.0.1:8443"
+    assert parse_config("").api.listen == ""  # off by default
+    with pytest.raises(InvalidInput, match="api.listen: expected HOST:PORT"):
+        parse_config("api: {listen: '8443'}")
+    with pytest.raises(InvalidInput, match="api.tls_cert and api.tls_key go together"):
+        parse_config("api: {listen: '127.0.0.1:8443', tls_cert: /etc/pvc/api.crt}")
+
+
+def test_console_follow_events_travel_as_one_record_and_come_back():
+    from pvc import console_log
+    from pvc.ops.vm_log import ConsoleItem, item
+
+    for event in [console_log.Lines(7, ["a", "b"]), console_log.Partial("login: "), console_log.Missed(3),
+                  console_log.Notice("moved", "VM web moved to node hv2")]:
+        wire_bytes = msgspec.json.encode(item(event))
+        assert msgspec.json.decode(wire_bytes, type=ConsoleItem).event() == event

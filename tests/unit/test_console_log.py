@@ -481,18 +481,18 @@ def test_ring_followers_print_every_line_once_in_order(data, max_lines, merge_af
 
 def test_a_follower_racing_a_merge_neither_repeats_nor_misses():
     store, ring, buffer = Store(), Ring(merge_after=3), ConsoleBuffer(100)
-    for i in range(2):
+    for i in range(3):  # the first chunk (the whole buffer as it was) is never merged
         buffer.feed_text(f"l{i}\n")
         store.apply(ring, ring.plan(buffer, None))
-    listed = store.decoded()  # the follower lists chunks 1 and 2 and reads chunk 1 ...
     state = FollowState(ConsoleLog())
-    out = expand(state.chunk(*listed[0]))
-    buffer.feed_text("l2\n")
+    listed = store.decoded()  # the follower lists chunks 1 to 3 and reads 1 and 2 ...
+    out = expand(state.chunk(*listed[0]) + state.chunk(*listed[1]))
+    buffer.feed_text("l3\n")
     write = ring.plan(buffer, None)
-    assert write.delete == [1, 2] and write.chunk.first == 0  # ... the writer merges 1 and 2 into 3
+    assert write.delete == [2, 3] and write.chunk.first == 1  # ... the writer merges 2 and 3 into 4
     store.apply(ring, write)
-    out += expand(e for n, c in store.decoded(state.last) for e in state.chunk(n, c))  # 2 is gone: re-listed
-    assert out == ["l0", "l1", "l2"]
+    out += expand(e for n, c in store.decoded(state.last) for e in state.chunk(n, c))  # 3 is gone: re-listed
+    assert out == ["l0", "l1", "l2", "l3"]
 
 
 def test_a_slow_follower_is_told_how_many_lines_it_missed():

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from pvc.node_log import NodeLogChunk, Pending, Ring, chunk_first, chunk_name, line_size, skipped, tail
+from pvc.node_log import (
+    NodeLogChunk,
+    Pending,
+    Ring,
+    chunk_first,
+    chunk_name,
+    line_size,
+    skipped,
+    tail,
+)
 
 
 def test_pending_batches_in_order_and_counts_drops() -> None:

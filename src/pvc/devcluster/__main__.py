@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                     frozen = " (frozen)" if n["pvcd_frozen"] else ""
                     print(f"{n['name']}: pvcd pid {n['pvcd_pid']}{frozen}, libvirtd pid {n['libvirtd_pid']}, "
                           f"config {n['config']}, libvirt {n['libvirt_uri']}, console logs {n['console_log_directory']}"
-                          + (f", api {n['api_url']}" if n.get("api_url") else ""))
+                          + (f", api {n['api_url']}" if n.get("api_url") else "")
+                          + (f", metrics {n['metrics_url']}" if n.get("metrics_url") else ""))
         elif args.command == "sample-vm":
             from pvc.devcluster.guest import domain_xml
 

@@ -23,8 +23,9 @@ from pvc.devcluster.libvirtd import Libvirtd
 from pvc.devcluster.proc import free_port, free_udp_port, is_running, is_stopped, log_tail, terminate
 from pvc.devcluster.zookeeper_server import ZookeeperServer, ensemble_peers
 
-# libvirtd (test driver) instances `up` starts at once.
+# libvirtd (test driver) instances `up` starts at once, and pvcds starting (not yet running) at once.
 LIBVIRTD_STARTS_AT_ONCE = 8
+PVCD_STARTS_AT_ONCE = 8
 from pvc.zk import split_credential
 
 
@@ -290,11 +291,9 @@ class DevCluster:
             if fencing:  # after the libvirtds: a BMC's power-on finds its node's libvirtd up already
                 for node in self.state.nodes:
                     self.bmc(node).start()
-            for node in self.state.nodes:
-                self.start_node(node.name, wait=False)
-            # Many daemons starting at once on few cores take a while: ``timeout`` is how long no
-            # further node may come up, not the whole start.
-            self.wait_running(names, timeout, progress=True)
+            # A few daemons at a time: 64 starting at once on 2 cores starve ZooKeeper until their
+            # requests time out. ``timeout`` is how long no further node may come up.
+            self.wait_running(names, timeout, progress=True, start_at_once=PVCD_STARTS_AT_ONCE)
         except BaseException:
             self.down()
             raise
@@ -438,9 +437,12 @@ class DevCluster:
         node.libvirtd_pid = libvirtd.pid
         self._save()
 
-    def wait_running(self, names: list[str], timeout: float = 30, progress: bool = False) -> None:
+    def wait_running(self, names: list[str], timeout: float = 30, progress: bool = False,
+                     start_at_once: int = 0) -> None:
         """Until every named node's daemon_state is run. With ``progress``, the timeout counts from
-        the last node that came up."""
+        the last node that came up. With ``start_at_once``, the named pvcds are started here, that
+        many at most starting (not yet run) at any time."""
+        unstarted = list(names) if start_at_once else []
         from pvc import store
         from pvc.zk import ZK
 
@@ -463,6 +465,10 @@ class DevCluster:
                     running = sum(states.get(n) == "run" for n in names)
                     if running == len(names):
                         return
+                    starting = len(names) - len(unstarted) - running
+                    while unstarted and starting < start_at_once:
+                        self.start_node(unstarted.pop(0), wait=False)
+                        starting += 1
                     if progress and running > up:
                         up, deadline = running, time.monotonic() + timeout
                     for n in names:

@@ -303,3 +303,4 @@ async def move(ctx: Context, params: MoveParams) -> Migrated:
 
 
 from pvc.ops import vm_volume  # noqa: E402,F401  (registers vm.volume_add and vm.volume_remove)
+from pvc.ops import vm_log  # noqa: E402,F401  (registers vm.log and vm.log_follow)
