@@ -105,8 +105,8 @@ def main() -> None:
             asyncio.run(define_bulk(dev.state.zookeeper, names, nodes))
             print(f"defined {args.vms:,} VMs in {time.perf_counter() - t:.1f} s")
 
-            direct = [timed(["pvc", "vm", "list", "-o", "json"], env) for _ in range(5)]
-            remote = [timed(["pvc", "-c", "dev", "vm", "list", "-o", "json"], env) for _ in range(5)]
+            direct = [timed(["pvc", "--timeout", "30", "vm", "list", "-o", "json"], env) for _ in range(5)]
+            remote = [timed(["pvc", "--timeout", "60", "-c", "dev", "vm", "list", "-o", "json"], env) for _ in range(5)]
             hv1 = dev.node("hv1").pvcd_pid
             cpu_before = cpu_seconds(hv1)
             lists, count, rate, latencies = asyncio.run(http_timings(url, token, names[:1000], args.seconds, 5))

@@ -146,8 +146,20 @@ SCENARIOS = [
     ("vm", "list"), ("vm", "info", "web", "-o", "json"), ("vm", "info", "nope"), ("vm", "list", "--state", "bogus"),
     ("vm", "start", "db", "--wait"), ("vm", "stop", "db", "--wait"), ("vm", "migrate", "db", "--target", "hv9"),
     ("network", "list", "-o", "json"), ("token", "remove", "nope", "--yes"),
-    ("cluster", "config", "--migration-selector", "bogus"), ("node", "info", "hv9"),
+    ("cluster", "config", "--migration-selector", "bogus"), ("node", "info", "hv9"), ("vm", "log", "web"),
+    ("vm", "log", "nope"),
 ]
+
+
+def follow_until_notice(cluster, args: list[str], connection: str | None = None) -> tuple[int, str, str]:
+    """`pvc ARGS` (a follow) until it says it follows, then SIGTERM: (exit code, stdout, stderr)."""
+    env = {**cluster.env, **({"PVC_CONNECTION": connection} if connection else {})}
+    proc = subprocess.Popen(["pvc", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    first = proc.stderr.readline()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    return proc.returncode, out, first + err
 
 
 def test_cli_scenarios_are_the_same_both_ways(api):
@@ -159,6 +171,9 @@ def test_cli_scenarios_are_the_same_both_ways(api):
     for args, one, other in zip(SCENARIOS, direct, remote):
         assert one == other, args
     assert [code for code, _, _ in direct].count(0) >= 5 and 1 in {code for code, _, _ in direct}
+    # Following a console, both ways: the same notice, a quiet end on SIGTERM.
+    follows = [follow_until_notice(api, ["vm", "log", "web", "-f"], c) for c in (None, "dev")]
+    assert follows[0] == follows[1] == (0, "", "-- following the console of VM web on node hv1; Ctrl-C to stop\n")
     # An unknown connection, an unreachable API: one line, exit codes 1 and 3.
     proc = subprocess.run(["pvc", "-c", "nope", "vm", "list"], env=api.env, capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.startswith("error: unknown connection 'nope'")
@@ -181,6 +196,24 @@ def read_sse(response, items: list, stop: threading.Event) -> None:
             return
         for event, data in parser.feed(chunk):
             items.append((event, json.loads(data)))
+
+
+def test_console_log_reads_and_follows(api):
+    base = api.api_url + "/api/v1"
+    status, _, log = http("GET", base + "/vm/web/log?lines=5", api.token)
+    assert status == 200 and log["vm"] == "web" and set(log) == {"vm", "console_log_file", "first", "lines", "partial"}
+    # An error found before the first item is a plain answer with its status, not a stream.
+    request = urllib.request.Request(base + "/vm/nope/log?follow=true", headers={"Authorization": f"Bearer {api.token}"})
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(request, timeout=30)
+    assert exc.value.code == 404 and json.loads(exc.value.read())["error"] == "unknown VM 'nope'"
+    request = urllib.request.Request(base + "/vm/web/log?follow=true&lines=0",
+                                     headers={"Authorization": f"Bearer {api.token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        first = response.readline()
+    assert json.loads(first.removeprefix(b"data: ")) == {
+        "kind": "notice", "notice": "following", "text": "following the console of VM web on node hv1"}
 
 
 def test_sse_follow_of_events_is_exact_across_a_live_migration(api):

@@ -4,6 +4,7 @@ its VMs, what only the primary says about the cluster, and that the figures foll
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def test_node_vm_and_cluster_figures(cluster):
     assert value(hv2, "pvc_node_vms", node="hv2", state="start") == 1
     assert value(hv1, "pvc_node_vms", node="hv1", state="start") == 0
     assert value(hv1, "pvc_node_vms", node="hv1", state="stop") == 1
-    assert value(hv2, "pvc_node_domains_running", node="hv2") == 1
+    assert value(hv2, "pvc_node_domains_running", node="hv2") == 1, ([k for k in hv2 if k[0] == "pvc_vm_info"], cluster.virsh("hv2", "list", "--all").stdout)
     assert value(hv2, "pvc_node_memory_allocated_bytes", node="hv2") == 96 * MIB
     assert value(hv2, "pvc_node_vcpus_allocated", node="hv2") == 3
     assert value(hv1, "pvc_node_vcpus_allocated", node="hv1") == 0
@@ -63,7 +64,7 @@ def test_node_vm_and_cluster_figures(cluster):
     assert value(hv2, "pvc_vm_cpu_seconds_total", node="hv2", vm="mvm") > 0
     assert value(hv2, "pvc_vm_console_log_bytes", node="hv2", vm="mvm") == 1234
     assert "pvc_vm_info" not in names(hv1)
-    # ZooKeeper requests are timed; operations this daemon ran are counted by the API (none yet).
+    # ZooKeeper requests are timed.
     assert value(hv1, "pvc_zookeeper_request_seconds_count") > 0
     assert value(hv1, "pvc_zookeeper_connected") == 1
 
@@ -85,6 +86,22 @@ def test_node_vm_and_cluster_figures(cluster):
     assert "pvc_vm_info" not in names(hv2)
     assert value(hv2, "pvc_node_vms", node="hv2", state="stop") == 1
     assert value(hv2, "pvc_node_memory_allocated_bytes", node="hv2") == 0
+
+
+def test_api_operations_are_counted(cluster):
+    """Operations the REST API ran on a node, by name and result, on that node only."""
+    node = cluster.dev.info()[1]
+    for path in ("/vm", "/vm", "/vm/no-such-vm"):
+        request = urllib.request.Request(f"{node['api_url']}/api/v1{path}",
+                                         headers={"Authorization": f"Bearer {node['api_token']}"})
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404
+    samples = scrape(cluster, node["name"])
+    assert value(samples, "pvc_operations_total", operation="vm.list", result="ok") == 2
+    assert value(samples, "pvc_operations_total", operation="vm.info", result="NotFound") == 1
+    assert "pvc_operations_total" not in names(scrape(cluster, cluster.dev.info()[0]["name"]))
 
 
 def test_libvirt_gone_and_zookeeper_restart(cluster):

@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import time
 
 import aiozk
 import pytest
@@ -128,20 +129,16 @@ def test_every_create_carries_the_acl_and_credential_survives_restart_and_expiry
         await zk.set("/events/acltest/plain", b"after restart")
         same_session = zk.session_id == session
 
-        # The session expires (closed by another client holding its id and password): a new session
-        # on a new connection, authenticated again.
-        raw = zk._client.session
-        thief = aiozk.ZKClient(server.address, session_timeout=5, read_timeout=5)
-        thief.session.session_id, thief.session.password = raw.session_id, raw.password
-        await thief.start()
-        await thief.close()
+        # The session expires (the client frozen, no heartbeat, for longer than its timeout): a new
+        # session on a new connection, authenticated again.
+        time.sleep(4 * zk._client.session.timeout)
         await zk.set("/events/acltest/plain", b"after expiry")
         renewed = zk.session_id != session
         data = await zk.get_data("/events/acltest/plain")
         await zk.delete_tree("/events/acltest")
         return created, same_session, renewed, data
 
-    created, same_session, renewed, data = with_zk(connection, work, request_timeout=30)
+    created, same_session, renewed, data = with_zk(connection, work, session_timeout=1.5, request_timeout=30)
     assert all(value == acl for value in created.values()), created
     assert same_session and renewed and data == b"after expiry"
 

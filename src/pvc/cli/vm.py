@@ -242,19 +242,14 @@ def log_(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines as they arrive (Ctrl-C to stop)."),
 ):
     """Show a VM's serial console log (in $PAGER on a terminal), or follow it live with -f."""
-    from pvc import store
     from pvc.cli import vm_log
+    from pvc.ops.vm_log import FollowQuery, LogQuery
 
-    async def work(zk):
-        uuid = await store.resolve_domain(zk, vm)
-        if follow:
-            return await vm_log.follow(zk, uuid, 10 if lines is None else lines)
-        return await vm_log.read_log(zk, uuid)
-
-    result = run(work)
     if follow:
+        query = FollowQuery(vm=vm, lines=10 if lines is None else lines)
+        run_ops(lambda b: vm_log.follow(b.stream("vm.log_follow", query)))
         return
-    dom, log = result
-    if not log.lines and not log.partial and not dom.console_log_file:
-        typer.echo(f"warning: VM {dom.name} has no serial <log file=...>; its console is not logged", err=True)
-    vm_log.show(vm_log.render(log, lines))
+    log = run_ops(lambda b: b.call("vm.log", LogQuery(vm=vm, lines=lines)))
+    if not log.lines and not log.partial and not log.console_log_file:
+        typer.echo(f"warning: VM {log.vm} has no serial <log file=...>; its console is not logged", err=True)
+    vm_log.show(vm_log.render(log, None))

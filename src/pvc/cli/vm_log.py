@@ -1,7 +1,7 @@
 """`pvc vm log`: a VM's serial console buffer, shown once (in a pager) or followed live.
 
-This module only prints: what to print comes from the reading API in ``pvc.console_log``
-(``read_log``, ``follow``), which the REST API streams too. ``follow`` yields the lines in order, each
+This module only prints: what to print comes from the operations ``vm.log`` and ``vm.log_follow``
+(pvc.ops.vm_log, over the reading API in ``pvc.console_log``), directly or through the REST API. ``follow`` yields the lines in order, each
 once, across migrations, daemon restarts and stops; when the ring scrolled past lines before they
 could be read it says how many (printed on standard error, as are the notices about the VM: stopped,
 starting, moved). The log lines alone go to standard output. It ends quietly (exit 0) on Ctrl-C or
@@ -17,9 +17,7 @@ import signal
 import sys
 from typing import TextIO
 
-from pvc import console_log
 from pvc.console_log import ConsoleLog, Lines, Missed, Notice, Partial, tail
-from pvc.schema import Domain
 
 CLEAR_LINE = "\r\x1b[K"
 
@@ -27,13 +25,6 @@ CLEAR_LINE = "\r\x1b[K"
 def _note(message: str) -> None:
     sys.stdout.flush()
     print(f"-- {message}", file=sys.stderr, flush=True)
-
-
-async def read_log(zk, uuid: str) -> tuple[Domain, ConsoleLog]:
-    from pvc import store
-
-    dom, _ = await store.read_domain(zk, uuid)
-    return dom, await console_log.read_log(zk, uuid)
 
 
 def render(log: ConsoleLog, lines: int | None) -> str:
@@ -115,8 +106,9 @@ class _Printer:
             self.out.flush()
 
 
-async def follow(zk, uuid: str, lines: int, out: TextIO | None = None) -> None:
-    """Print the last ``lines`` lines, then every new line until Ctrl-C (or the VM is undefined)."""
+async def follow(items, out: TextIO | None = None) -> None:
+    """Print what the ``vm.log_follow`` operation streams (``items``: its ConsoleItems, directly or
+    through the API): the backlog, then every new line until Ctrl-C (or the VM is undefined)."""
     out = out or _stdout()
     printer = _Printer(out, out.isatty())
     loop = asyncio.get_running_loop()
@@ -131,8 +123,9 @@ async def follow(zk, uuid: str, lines: int, out: TextIO | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, quit_)
     try:
-        async with contextlib.aclosing(console_log.follow(zk, uuid, lines)) as events:
-            async for event in events:
+        async with contextlib.aclosing(aiter(items)) as stream:
+            async for item in stream:
+                event = item.event()
                 if isinstance(event, Lines):
                     printer.lines(event.lines)
                 elif isinstance(event, Partial):
