@@ -142,7 +142,7 @@ class Bench:
         # Clean up: remove the VMs, power the node on, start its daemon, ready it.
         for name in names:
             self.pvc("vm", "stop", name, "--wait")
-            self.pvc("vm", "undefine", name)
+            self.pvc("vm", "undefine", name, "--yes")
         spec = self.dev.node(victim)
         self.ipmi(victim, "chassis", "power", "on")
         self.wait(lambda: self.dev.libvirtd(spec).pid, 30, "libvirtd after power-on")

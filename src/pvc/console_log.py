@@ -387,13 +387,17 @@ class Ring:
     the new ones, and deletes them: a line is written at most twice, and a VM keeps at most about
     ``merge_after + lines / merge_after`` chunks however slowly it prints."""
 
-    def __init__(self, stored: list[tuple[int, Chunk]] = (), merge_after: int = MERGE_AFTER) -> None:
+    def __init__(self, stored: list[tuple[int, Chunk]] = (), merge_after: int = MERGE_AFTER,
+                 stale: list[int] = ()) -> None:
+        """``stale``: numbers of chunks that are not part of the buffer (left under a format-1 head,
+        which an older pvc wrote over a converted one): the first write deletes them."""
         if merge_after < 2:
             raise ValueError("merge_after must be at least 2")
         stored = sorted(stored, key=lambda item: item[0])
         self.merge_after = merge_after
         self.chunks = [StoredChunk(n, c.first, c.end, False) for n, c in stored]
-        self.next = stored[-1][0] + 1 if stored else 1
+        self.chunks += [StoredChunk(n, 0, 0, False) for n in stale]  # line-less: deleted by the next write
+        self.next = max([n for n, _ in stored] + list(stale), default=0) + 1
         # Number of the next line no chunk holds; None: nothing stored in this layout yet (a new VM,
         # or a format-1 buffer being converted): the first write holds the whole buffer.
         self.end: int | None = stored[-1][1].end if stored else None

@@ -35,11 +35,9 @@ def parse_domain_xml(xml: str) -> DomainSpec:
         raise InvalidInput(f"malformed domain XML: {exc}") from None
     if root.tag != "domain":
         raise InvalidInput(f"not a libvirt domain XML: root element is <{root.tag}>, expected <domain>")
-    name = (root.findtext("name") or "").strip()
-    if not name:
+    name = root.findtext("name") or ""  # as libvirt reads it (no stripping); pvc.names judges it at define
+    if not name.strip():
         raise InvalidInput("domain XML has no <name>")
-    if "/" in name or name.startswith(".") or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
-        raise InvalidInput(f"domain name {name!r} is not usable as a VM name")
     raw_uuid = (root.findtext("uuid") or "").strip()
     if not raw_uuid:
         raise InvalidInput("domain XML has no <uuid>")

@@ -192,7 +192,7 @@ def dispatch(pending: list[Move], *, active: list[Move], domains: Iterable[Domai
     VM is unmovable."""
     domains = list(domains)
     limit = max(1, limit)
-    pool = committed(nodes, domains, [*active])
+    pool = committed(nodes, domains, [*landed, *active])
     transfers = in_flight(domains, active)
     total = len(transfers)
     sources = Counter(t.source for t in transfers)

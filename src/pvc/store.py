@@ -12,6 +12,7 @@ import msgspec
 from pvc import domain_index, placement
 from pvc.domain_xml import DomainSpec
 from pvc.errors import Conflict, InvalidInput, NotFound, PvcError
+from pvc.names import check_vm_name
 from pvc.schema import LAYOUT, SCHEMA_VERSION, Domain, Keepalive, NodeInfo, Paths
 from pvc.zk import ZK, BadVersion, NodeExists, NoNode
 
@@ -382,6 +383,7 @@ def _volumes(xml: str) -> list[str]:
 
 async def define_domain(zk: ZK, spec: DomainSpec, xml: str, *, target: str, selector: str,
                         node_limit: list[str], autostart: bool, migration_method: str) -> Domain:
+    check_vm_name(spec.name)
     _check_xml_size(spec.name, xml)
     if selector:
         placement.check_selector(selector)
@@ -429,6 +431,8 @@ async def modify_domain(zk: ZK, uuid: str, spec: DomainSpec, xml: str) -> Domain
     _check_xml_size(dom.name, xml)
     if spec.uuid != uuid:
         raise InvalidInput(f"the new XML has UUID {spec.uuid}, VM {dom.name} has {uuid}")
+    if spec.name != dom.name:
+        check_vm_name(spec.name)
     new = msgspec.structs.replace(
         dom, name=spec.name, memory_mib=spec.memory_mib, vcpus=spec.vcpus, console_log_file=spec.console_log_file,
         volumes=_volumes(xml),

@@ -209,7 +209,7 @@ async def _send_auth(conn: aiozk.connection.Connection, scheme: str, secret: byt
     while True:
         try:
             xid, _, response = await conn.read_response()
-        except Exception:  # the connection dropped: look for a server again
+        except (OSError, exc.UnfinishedRead, asyncio.IncompleteReadError):  # dropped: look for a server again
             raise _ConnectFailed from None
         if xid != protocol.WATCH_XID:
             break

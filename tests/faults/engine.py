@@ -488,7 +488,7 @@ class FaultRun:
         hot = self.hot
         vm = rng.choice(hot) if hot and rng.random() < 0.5 else rng.choice(self.candidates())
         if op == "undefine":
-            return ["vm", "undefine", vm], False
+            return ["vm", "undefine", vm, "--yes"], False
         if op in ("start", "stop", "shutdown", "restart"):
             return ["vm", op, vm, *w], wait
         if op == "unmigrate":

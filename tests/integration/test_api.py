@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 
+from pvc.api.wire import path_fields
 from pvc.ops import registry
 from tests.conftest import running_cluster, wait_until
 
@@ -67,7 +68,7 @@ def test_every_operation_is_served_and_answers_json(api):
     for op in ops.values():
         if op.stream:
             continue
-        path = op.path.format(**{name: "no-such-thing" for name in __import__("re").findall(r"{(\w+)}", op.path)})
+        path = op.path.format(**{name: "no-such-thing" for name in path_fields(op.path)})
         body = b"{}" if op.method in ("POST", "PUT", "PATCH") else None
         status, _, answer = http(op.method, api.api_url + "/api/v1" + path, api.token, body)
         assert status != 405 and status < 500 or answer.get("kind") == "Unavailable", (op.name, status, answer)
@@ -78,8 +79,7 @@ def test_every_operation_is_served_and_answers_json(api):
 
 def test_results_are_the_cli_json(api):
     base, token = api.api_url + "/api/v1", api.token
-    for path, args in [("/vm", ("vm", "list")), ("/vm/web", ("vm", "info", "web")),
-                       ("/vm?node=hv2", ("vm", "list", "--node", "hv2")), ("/network", ("network", "list")),
+    for path, args in [("/vm?node=hv1", ("vm", "list", "--node", "hv1")), ("/vm/web", ("vm", "info", "web")),
                        ("/token", ("token", "list"))]:
         status, headers, answer = http("GET", base + path, token)
         assert status == 200 and headers["Content-Type"].startswith("application/json")
@@ -101,15 +101,16 @@ def test_tokens_authenticate_and_read_only_tokens_change_nothing(api):
     made = api.pvc_json("token", "add", "viewer", "--read-only")
     ro = made["token"]
     assert made["read_only"] and ro.startswith("pvc_")
-    assert ro not in api.pvc("token", "list", "-o", "json").stdout  # never shown again
+    listed = api.pvc("token", "list", "-o", "json").stdout
+    assert ro not in listed and "devcluster" in listed  # never shown again
     assert http("GET", base + "/vm/web", ro)[0] == 200
     for method, path, body in [("POST", "/vm/web/stop", b"{}"), ("POST", "/token", b'{"name": "x"}'),
                                ("DELETE", "/token/devcluster", None), ("PUT", "/cluster/settings/maintenance",
                                                                        b'{"value": "true"}')]:
         status, _, answer = http(method, base + path, ro, body)
         assert (status, answer["kind"]) == (403, "Forbidden"), (path, answer)
-    assert api.vm("web")["state"] == "start"
-    assert "devcluster" in [t["name"] for t in api.pvc_json("token", "list")]
+    assert http("GET", base + "/vm/web", api.token)[2]["state"] == "start"
+    assert "devcluster" in [t["name"] for t in http("GET", base + "/token", api.token)[2]]
 
     # A change through the API is audited with the token's name; a removed token is refused at once.
     status, _, changed = http("POST", base + "/vm/db/start?wait=true&timeout=30", api.token)
@@ -310,7 +311,7 @@ def test_schemathesis_against_the_openapi_document(api):
         if operation.definition.raw.get("operationId") not in safe:
             continue
 
-        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(case=operation.as_strategy())
         def check(case):
             if case.query:

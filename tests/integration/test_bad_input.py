@@ -64,8 +64,9 @@ def test_define_unknown_target_and_selector(baseline):
 
 
 def test_unknown_vm_and_node(baseline):
-    for verb in ("start", "stop", "shutdown", "restart", "disable", "info", "dump", "undefine"):
+    for verb in ("start", "stop", "shutdown", "restart", "disable", "info", "dump"):
         assert_refused(baseline, "vm", verb, "ghost", contains="unknown VM")
+    assert_refused(baseline, "vm", "undefine", "ghost", "--yes", contains="unknown VM")
     assert_refused(baseline, "node", "info", "ghost", contains="unknown node")
     assert_refused(baseline, "vm", "list", "--node", "ghost", contains="unknown node")
     assert_refused(baseline, "vm", "list", "--state", "bogus", contains="unknown VM state")
@@ -77,7 +78,7 @@ def test_invalid_transitions(baseline):
     assert_refused(baseline, "vm", "restart", "existing", contains="cannot restart")
     baseline.pvc("vm", "start", "existing", "--wait")
     assert_refused(baseline, "vm", "start", "existing", contains="already in state start")
-    assert_refused(baseline, "vm", "undefine", "existing", contains="stop it before")
+    assert_refused(baseline, "vm", "undefine", "existing", "--yes", contains="stop it before")
     baseline.pvc("vm", "stop", "existing", "--wait")
 
 

@@ -25,6 +25,7 @@ from pvc.console_log import (
     FORMAT,
     MAX_BYTES,
     MERGE_AFTER,
+    Chunk,
     ConsoleLog,
     Head,
     read_stored,
@@ -383,7 +384,7 @@ def test_follow_ends_when_the_vm_is_undefined(cluster):
     running_vm(cluster, "gone1", "hv3")
     follower = Follower(cluster, "gone1")
     cluster.pvc("vm", "stop", "gone1", "--wait")
-    cluster.pvc("vm", "undefine", "gone1")
+    cluster.pvc("vm", "undefine", "gone1", "--yes")
     assert follower.proc.wait(timeout=10) == 0
     follower.wait_note("was undefined")
 
@@ -459,7 +460,10 @@ def test_an_old_format_buffer_is_read_and_converted_with_its_numbering(cluster):
     old = numbered("old", 0, 30)
     record = b'{"first": 70, "lines": %s, "partial": "", "files": [["hv9", 1, 2, 3]]}' % \
         msgspec.json.encode(old)
-    zk_call(cluster, lambda zk: zk.set(Paths.domain_console_log(uuid), record))
+    # A chunk left under it: an older pvcd (mid-upgrade) wrote this format-1 head over a converted one.
+    stale = Chunk(5, ["stale"], "", 5).encode()
+    zk_call(cluster, lambda zk: zk.multi([("set", Paths.domain_console_log(uuid), record),
+                                          ("create", f"{Paths.domain_console_log(uuid)}/5", stale)]))
     assert cluster.pvc("vm", "log", "old1", "-n", "3").stdout == text(old[-3:])
 
     follower = Follower(cluster, "old1", "--lines", "2")
@@ -471,10 +475,11 @@ def test_an_old_format_buffer_is_read_and_converted_with_its_numbering(cluster):
     assert (log.first, log.lines) == (70, old + new)  # the numbering goes on
     head = zk_call(cluster, lambda zk: zk.get(Paths.domain_console_log(uuid)))[0]
     assert Head.decode(head).format == FORMAT and Head.decode(head).files[0].node == "hv9"
+    assert "5" not in chunk_numbers(cluster, uuid) and min(map(int, chunk_numbers(cluster, uuid))) > 5
     assert follower.wait_lines(2 + len(new)) == old[-2:] + new
     follower.quiet()
     assert follower.lines == old[-2:] + new
     follower.interrupt()
     cluster.pvc("vm", "stop", "old1", "--wait")
-    cluster.pvc("vm", "undefine", "old1")  # the chunks go with it
+    cluster.pvc("vm", "undefine", "old1", "--yes")  # the chunks go with it
     assert not zk_call(cluster, lambda zk: zk.exists(f"/domains/{uuid}"))

@@ -98,7 +98,7 @@ def cleanup(cluster, vms: list[str], nodes: list[str]) -> None:
             continue
         if cluster.vm(vm)["state"] not in ("stop", "fail", "disable"):
             cluster.pvc("vm", "stop", vm, "--wait")
-        cluster.pvc("vm", "undefine", vm)
+        cluster.pvc("vm", "undefine", vm, "--yes")
     for name in cluster.nodes:
         if node(cluster, name)["domain_state"] != "ready":
             cluster.pvc("node", "ready", name, "--wait")

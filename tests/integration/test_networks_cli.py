@@ -35,7 +35,7 @@ def test_add_list_info_modify_remove(cluster):
     assert web["description"] == "web servers" and not web["dhcp4"] and web["dhcp4_start"] == ""
     cluster.pvc("network", "modify", "100", "--dhcp", "--dhcp-start", "192.0.2.10", "--dhcp-end", "192.0.2.20")
     assert cluster.pvc_json("network", "info", "100")["network"]["dhcp4_end"] == "192.0.2.20"
-    assert "Removed network 42" in cluster.pvc("network", "remove", "42").stdout
+    assert "Removed network 42" in cluster.pvc("network", "remove", "42", "--yes").stdout
     assert [n["vni"] for n in cluster.pvc_json("network", "list")] == [100]
 
 
@@ -98,7 +98,7 @@ def test_reservations(cluster):
     assert proc.returncode == 1 and "no reservation" in proc.stderr
     # Removing a network removes its reservations and leases with it.
     cluster.pvc("network", "dhcp", "add", "100", "52:54:00:ab:cd:01", "192.0.2.50")
-    cluster.pvc("network", "remove", "100")
+    cluster.pvc("network", "remove", "100", "--yes")
     assert cluster.pvc_json("network", "list") == []
     add(cluster, 100, *WEB)
     assert cluster.pvc_json("network", "dhcp", "list", "100")["reservations"] == []

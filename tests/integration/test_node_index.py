@@ -79,7 +79,7 @@ def test_index_follows_every_change_and_only_concerned_daemons_watch(cluster):
 
     for name in ("ix1", "ix2"):
         cluster.pvc("vm", "stop", name, "--wait")
-        cluster.pvc("vm", "undefine", name)
+        cluster.pvc("vm", "undefine", name, "--yes")
     assert_index_exact(cluster)
     index, _ = _zk_call(cluster, _index_and_records)
     assert not any(cold["uuid"] in uuids for uuids in index.values())

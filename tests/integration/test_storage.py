@@ -254,7 +254,7 @@ def test_volume_used_by_a_vm(sc):
     sc.pvc("vm", "stop", "rbdvm1", "--wait")
     assert "Rolled volume vms/root1 back to snapshot before" in sc.pvc(
         "storage", "snapshot", "rollback", POOL, "root1", "before").stdout
-    sc.pvc("vm", "undefine", "rbdvm1")
+    sc.pvc("vm", "undefine", "rbdvm1", "--yes")
     assert sc.pvc_json("storage", "volume", "info", POOL, "root1")["used_by"] is None
     for name in ("root1", "data1"):
         sc.pvc("storage", "volume", "remove", POOL, name, "--yes")
@@ -365,9 +365,9 @@ def test_node_that_cannot_reach_ceph_takes_no_rbd_vm(sc):
         sc.dev.start_node("hv2")
     wait_until(lambda: sc.pvc_json("node", "info", "hv2")["storage"] == "ok", timeout=60)
     for i in range(3):
-        sc.pvc("vm", "undefine", f"rbdplace{i}")
+        sc.pvc("vm", "undefine", f"rbdplace{i}", "--yes")
         sc.pvc("storage", "volume", "remove", POOL, f"placed{i}", "--yes")
-    sc.pvc("vm", "undefine", "plainvm")
+    sc.pvc("vm", "undefine", "plainvm", "--yes")
 
 
 def test_down_stops_ceph(sc):

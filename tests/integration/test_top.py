@@ -4,10 +4,10 @@ sort, `q` quits with status 0."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -20,15 +20,15 @@ def cluster(tmp_path_factory):
 
 
 class Tmux:
-    """One tmux server of our own (its own socket), one 80x30 pane running a command."""
+    """One tmux server of our own (its socket in the test's temporary folder), one 80x30 pane running a command."""
 
-    def __init__(self, command: str, env: dict[str, str]) -> None:
-        self.socket = f"pvc-top-test-{os.getpid()}"
+    def __init__(self, command: str, env: dict[str, str], socket: Path) -> None:
+        self.socket = str(socket)
         self.tmux("new-session", "-d", "-s", "top", "-x", "80", "-y", "30",
                   *(a for k, v in env.items() for a in ("-e", f"{k}={v}")), command)
 
     def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", *args], check=True,
+        return subprocess.run(["tmux", "-S", self.socket, "-f", "/dev/null", *args], check=True,
                               capture_output=True, text=True, timeout=10).stdout
 
     def screen(self) -> str:
@@ -45,17 +45,19 @@ class Tmux:
             raise AssertionError(f"{pattern!r} not on the screen within {timeout} s; it shows:\n{self.screen()}") from None
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10, check=False)
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True, timeout=10, check=False)
+        Path(self.socket).unlink(missing_ok=True)
 
 
-def test_top_shows_the_cluster_live_and_quits_on_q(cluster) -> None:
+def test_top_shows_the_cluster_live_and_quits_on_q(cluster, tmp_path) -> None:
     pvc = shutil.which("pvc") or "pvc"
     no_tty = subprocess.run([pvc, "top"], env=cluster.env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                             timeout=30, check=False)
     assert no_tty.returncode != 0 and no_tty.stderr.startswith("error: pvc top needs a terminal")
 
     cluster.define("topvm", node="hv2")
-    term = Tmux(f"{pvc} top; echo pvc-top-exit=$?; sleep 600", {"PVC_ZOOKEEPER": cluster.zookeeper})
+    term = Tmux(f"{pvc} top; echo pvc-top-exit=$?; sleep 600", {"PVC_ZOOKEEPER": cluster.zookeeper},
+                tmp_path / "tmux.sock")
     try:
         term.wait_for(r"^1 VM: 1 stop ")  # the watches deliver one by one: wait for the whole picture
         screen = term.wait_for(r"^hv2 +run +ready +\w+ +0/1 ")  # topvm assigned, not running

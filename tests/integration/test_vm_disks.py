@@ -121,7 +121,7 @@ def test_refusals_write_nothing(dc):
     refused(dc, "vm", "volume", "add", "nosuchvm", f"{POOL}/data1", match="unknown VM 'nosuchvm'")
     assert dc.pvc("vm", "dump", "d1").stdout == xml_before
     assert dc.vm("d1")["volumes"] == [f"{POOL}/root1"]
-    dc.pvc("vm", "undefine", "d2")
+    dc.pvc("vm", "undefine", "d2", "--yes")
 
 
 def test_shareable_volume(dc):
@@ -130,8 +130,8 @@ def test_shareable_volume(dc):
     assert proc.returncode == 1 and "already used by VM s1" in proc.stderr
     define(dc, "s2", f"{POOL}/shared", shareable=True)
     assert dc.vm("s2")["volumes"] == [f"{POOL}/shared"]
-    dc.pvc("vm", "undefine", "s1")
-    dc.pvc("vm", "undefine", "s2")
+    dc.pvc("vm", "undefine", "s1", "--yes")
+    dc.pvc("vm", "undefine", "s2", "--yes")
 
 
 def test_volume_add_and_remove_on_a_stopped_vm(dc):
@@ -170,17 +170,17 @@ def test_undefine_with_its_volumes(dc):
     dc.pvc("vm", "volume", "add", "u2", f"{POOL}/shared", "--shareable")
     assert dc.vm("u2")["volumes"] == [f"{POOL}/spare", f"{POOL}/shared"]
     # Another VM uses one of its volumes: nothing is changed.
-    refused(dc, "vm", "undefine", "u2", "--delete-volumes", match=f"volume {POOL}/shared is also used by VM u3")
+    refused(dc, "vm", "undefine", "u2", "--delete-volumes", "--yes", match=f"volume {POOL}/shared is also used by VM u3")
     assert dc.vm("u2")["name"] == "u2"
     names = {v["name"] for v in dc.pvc_json("storage", "volume", "list", POOL)}
     assert {"spare", "shared"} <= names
-    dc.pvc("vm", "undefine", "u3")  # without --delete-volumes: the volume stays
-    out = dc.pvc("vm", "undefine", "u2", "--delete-volumes").stdout
+    dc.pvc("vm", "undefine", "u3", "--yes")  # without --delete-volumes: the volume stays
+    out = dc.pvc("vm", "undefine", "u2", "--delete-volumes", "--yes").stdout
     assert "removed volumes vdisks/spare, vdisks/shared" in out
     names = {v["name"] for v in dc.pvc_json("storage", "volume", "list", POOL)}
     assert not {"spare", "shared"} & names
     assert "u2" not in {v["name"] for v in dc.pvc_json("vm", "list")}
-    dc.pvc("vm", "undefine", "d1", "--delete-volumes")
+    dc.pvc("vm", "undefine", "d1", "--delete-volumes", "--yes")
     names = {v["name"] for v in dc.pvc_json("storage", "volume", "list", POOL)}
     assert not {"root1", "data1"} & names
 
@@ -243,4 +243,4 @@ def test_fencing_blocklists_the_dead_nodes_ceph_client_until_it_is_back_and_read
     wait_until(lambda: addr not in blocklist(dc), timeout=30, interval=0.5)
     wait_until(lambda: dc.pvc_json("node", "info", victim)["fence"]["blocklisted"] == [], timeout=30)
     dc.pvc("vm", "stop", "f1", "--wait")
-    dc.pvc("vm", "undefine", "f1", "--delete-volumes")
+    dc.pvc("vm", "undefine", "f1", "--delete-volumes", "--yes")

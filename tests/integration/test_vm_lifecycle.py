@@ -104,10 +104,10 @@ def test_dump_modify_undefine(cluster):
     # The modified XML is what the next start uses.
     cluster.pvc("vm", "start", "mod1-renamed", "--wait")
     assert "mod1-renamed" in cluster.running_on("hv1")
-    refused = cluster.pvc("vm", "undefine", "mod1-renamed", check=False)
+    refused = cluster.pvc("vm", "undefine", "mod1-renamed", "--yes", check=False)
     assert refused.returncode != 0 and "stop it" in refused.stderr
     cluster.pvc("vm", "stop", "mod1-renamed", "--wait")
-    cluster.pvc("vm", "undefine", "mod1-renamed")
+    cluster.pvc("vm", "undefine", "mod1-renamed", "--yes")
     assert all(v["name"] != "mod1-renamed" for v in cluster.pvc_json("vm", "list"))
     # The name is free again.
     cluster.define("mod1-renamed", node="hv2")

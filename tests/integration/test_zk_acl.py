@@ -36,7 +36,7 @@ def server(tmp_path_factory):
 def pvc(server, *args, credential: str | None = CRED):
     conn = f"{credential}@{server.address}" if credential else server.address
     return subprocess.run([shutil.which("pvc") or "pvc", *args], env={**os.environ, "PVC_ZOOKEEPER": conn},
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def with_zk(connection: str, fn, **kw):
@@ -107,6 +107,7 @@ def test_init_protects_and_anonymous_clients_are_refused(server):
 
 
 def test_every_create_carries_the_acl_and_credential_survives_restart_and_expiry(server):
+    assert pvc(server, "init").returncode == 0  # (safe to repeat; this test may run alone)
     connection = f"{CRED}@{server.address}"
     acl = [("digest", digest_id(CRED), 31)]
 
@@ -131,7 +132,7 @@ def test_every_create_carries_the_acl_and_credential_survives_restart_and_expiry
 
         # The session expires (the client frozen, no heartbeat, for longer than its timeout): a new
         # session on a new connection, authenticated again.
-        time.sleep(4 * zk._client.session.timeout)
+        time.sleep(4 * zk._client.session.timeout)  # noqa: ASYNC251  (the point: the whole client frozen)
         await zk.set("/events/acltest/plain", b"after expiry")
         renewed = zk.session_id != session
         data = await zk.get_data("/events/acltest/plain")

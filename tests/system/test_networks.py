@@ -184,7 +184,7 @@ def test_network_interfaces_on_every_node(net):
             assert net.addresses(node, f"vmbr{VNI}") == []
     # The bridged network is plain layer 2: no addresses, no DHCP.
     assert net.addresses(primary, "vmbr42") == []
-    net.pvc("network", "remove", "42")
+    net.pvc("network", "remove", "42", "--yes")
     for node in net.nodes:
         wait_until(lambda: not {"vmbr42", "eth1.42"} & net.links(node), timeout=15)
 
@@ -284,7 +284,7 @@ def test_network_removal_stops_everything(net):
     primary = net.primary()
     for c in net.clients:
         c.stop()
-    net.pvc("network", "remove", str(VNI))
+    net.pvc("network", "remove", str(VNI), "--yes")
     for node in net.nodes:
         wait_until(lambda: not {f"vmbr{VNI}", f"vxlan{VNI}"} & net.links(node), timeout=15)
     run = Path(net.dev.node(primary).config).parent / "run"

@@ -562,3 +562,10 @@ def test_follow_state_on_a_format_one_record():
     events = state.record(ConsoleLog(5, ["f", "g"], "x"))
     assert events == [Missed(4), Lines(5, ["f", "g"]), Partial("x")]
     assert state.record(ConsoleLog(5, ["f", "g"], "x")) == []
+
+
+def test_chunks_left_under_a_format_one_head_are_deleted_by_the_conversion():
+    """An older pvcd (mid-upgrade) wrote a whole buffer over a converted head: its chunks are stale."""
+    ring, buffer = Ring(stale=[7, 3]), ConsoleBuffer(10, state=ConsoleLog(0, ["a"]))
+    write = ring.plan(buffer, None)
+    assert (write.n, write.delete, write.chunk.lines) == (8, [3, 7], ["a"])

@@ -175,6 +175,8 @@ async def _sse(request: web.Request, items) -> web.StreamResponse:
             nxt = asyncio.ensure_future(anext(it))
         await response.write_eof()
         return response
+    except ConnectionResetError:  # the client went away: a normal end of a follow
+        return response
     finally:
         closing.cancel()
         nxt.cancel()

@@ -27,14 +27,96 @@ OUTPUT_OPTION = typer.Option(Output.table, "--output", "-o", help="table (for pe
 
 
 class Settings:
-    zookeeper: str = os.environ.get("PVC_ZOOKEEPER", DEFAULT_ZOOKEEPER)
+    zookeeper: str = os.environ.get("PVC_ZOOKEEPER", "")  # -z / PVC_ZOOKEEPER; "" = zookeeper_address()'s search
     timeout: float = 5.0
     connection: str = ""  # an API connection's name (`-c`, PVC_CONNECTION): then only the API is used
+
+
+def user_config_file() -> str:
+    """``$XDG_CONFIG_HOME/pvc/pvc.yaml`` (default ``~/.config``), beside the API connections."""
+    from pvc.api import connections
+
+    return str(connections.path().with_name("pvc.yaml"))
+
+
+def _daemon_config():
+    """This node's pvcd configuration (``PVCD_CONFIG_FILE``, else /etc/pvc/pvcd.yaml), None when the
+    file does not exist (not a node); a file that is there but unreadable or invalid is an error."""
+    from pvc import config
+
+    path = os.environ.get("PVCD_CONFIG_FILE") or config.DEFAULT_CONFIG_FILE
+    if not os.path.exists(path):
+        return None
+    return config.load_config(path)
+
+
+def zookeeper_address() -> str:
+    """The one place the CLI's ZooKeeper is decided: ``-z``/``PVC_ZOOKEEPER``, else the user's
+    pvc.yaml (``zookeeper:``), else this node's pvcd config (``zookeeper.hosts`` with its
+    ``zookeeper.auth``), else 127.0.0.1:2181. Files are read only here, when a command connects,
+    so a cold start (``--help``, completion scripts) pays nothing for them."""
+    if Settings.zookeeper:
+        return Settings.zookeeper
+    from pvc.errors import InvalidInput
+    from pvc.zk import connection_string, parse_connection
+
+    path = user_config_file()
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        text = None
+    except OSError as exc:
+        raise InvalidInput(f"config {path}: {exc.strerror}") from None
+    if text is not None:
+        import msgspec
+        import yaml
+
+        class UserConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+            zookeeper: str = ""  # [USER:PASSWORD@]HOST:PORT[,HOST:PORT...]
+
+        try:
+            found = msgspec.convert(yaml.safe_load(text) or {}, type=UserConfig)
+        except (yaml.YAMLError, msgspec.ValidationError) as exc:
+            raise InvalidInput(f"config {path}: {' '.join(str(exc).split())}") from None
+        if found.zookeeper:
+            try:
+                parse_connection(found.zookeeper)
+            except InvalidInput as exc:
+                raise InvalidInput(f"config {path}: zookeeper: {exc}") from None
+            return found.zookeeper
+    daemon = _daemon_config()
+    if daemon is not None:
+        return connection_string(daemon.zookeeper.hosts, daemon.zookeeper.auth)
+    return DEFAULT_ZOOKEEPER
+
+
+def local_node_name() -> str:
+    """The node a node command means when none is named: this node's pvcd ``node.name`` (what the
+    daemon registers as), else the short host name."""
+    import socket
+
+    daemon = _daemon_config()
+    return daemon.node_name if daemon is not None else socket.gethostname().split(".")[0]
 
 
 def fail(message: str, code: int = 1) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+YES_OPTION = typer.Option(False, "--yes", "-y", help="Do not ask (needed when standard input is not a terminal).")
+
+
+def confirm(action: str, yes: bool) -> None:
+    """Before a destruction: ``--yes`` goes ahead; on a terminal, ask "<action>? [y/N]"; without one
+    (a script, a pipe) refuse with one line, so nothing is destroyed by a command nobody saw."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        fail(f"{action}: not confirmed (standard input is not a terminal); add --yes to confirm", 2)
+    if not typer.confirm(f"{action}?", default=False):
+        fail("not confirmed; nothing changed", 1)
 
 
 def run(work: Callable[[Any], Awaitable[T]], *, check_schema: bool = True) -> T:
@@ -47,7 +129,7 @@ def run(work: Callable[[Any], Awaitable[T]], *, check_schema: bool = True) -> T:
              f"API connection ({Settings.connection})", 2)
 
     async def main() -> T:
-        zk = ZK(Settings.zookeeper, session_timeout=10, request_timeout=Settings.timeout)
+        zk = ZK(zookeeper_address(), session_timeout=10, request_timeout=Settings.timeout)
         await zk.start()
         try:
             if check_schema:

@@ -37,7 +37,7 @@ def show(
     import datetime
     import time
 
-    from pvc.ops.event import EventFollow, EventQuery, since_time
+    from pvc.ops.event import EventQuery, since_time
 
     if since:  # the user's local time: made absolute here, so the API reads it the same
         from pvc.errors import PvcError
@@ -48,13 +48,13 @@ def show(
             from pvc.cli.common import fail
 
             fail(f"--{exc}")
-        since = datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).isoformat()
-    query = dict(vm=vm or "", node=node or "", since=since or "", lines=lines)
+        since = datetime.datetime.fromtimestamp(moment, datetime.UTC).isoformat()
+    query = {"vm": vm or "", "node": node or "", "since": since or "", "lines": lines}
     if follow:
         import msgspec
 
         async def tail(backend):
-            async for e in backend.stream("event.follow", EventFollow(**query)):
+            async for e in backend.stream("event.follow", EventQuery(**query)):
                 typer.echo(msgspec.json.encode(e).decode() if output == Output.json else _line(e))
 
         run_ops(tail)

@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, Output, print_json, print_table, run_ops
+from pvc.cli.common import OUTPUT_OPTION, YES_OPTION, Output, confirm, print_json, print_table, run_ops
+from pvc.cli.completion import complete_network
 
 app = typer.Typer(help="Manage client networks (managed: VXLAN with gateway, DHCP and DNS; bridged: VLAN).",
                   no_args_is_help=True)
@@ -21,7 +22,8 @@ class NetworkType(str, Enum):
     bridged = "bridged"
 
 
-VNI = typer.Argument(..., help="Network id: the VXLAN VNI (managed) or VLAN id (bridged)", min=1)
+VNI = typer.Argument(..., help="Network id: the VXLAN VNI (managed) or VLAN id (bridged)", min=1,
+                     autocompletion=complete_network)
 
 
 @app.command()
@@ -72,9 +74,11 @@ def modify(
 
 
 @app.command()
-def remove(vni: int = VNI):
-    """Remove a network (every node removes its interfaces; the primary stops its DHCP and DNS)."""
+def remove(vni: int = VNI, yes: bool = YES_OPTION):
+    """Remove a network (every node removes its interfaces; the primary stops its DHCP and DNS); asks first unless --yes."""
     from pvc.ops.network import NetworkRef
+
+    confirm(f"Remove network {vni}", yes)
 
     net = run_ops(lambda b: b.call("network.remove", NetworkRef(vni=vni)))
     typer.echo(f"Removed network {net.vni} ({net.description})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from pvc.cli.common import OUTPUT_OPTION, Output, print_json, print_table, run_ops, state_style
+from pvc.cli.completion import complete_node
 
 app = typer.Typer(help="Manage hypervisor nodes.", no_args_is_help=True)
 
@@ -30,7 +31,7 @@ def list_(output: Output = OUTPUT_OPTION):
 
 
 @app.command()
-def info(node: str = typer.Argument(..., help="Node name"), output: Output = OUTPUT_OPTION):
+def info(node: str = typer.Argument(..., help="Node name", autocompletion=complete_node), output: Output = OUTPUT_OPTION):
     """Show one node, with where fencing it stands (a dead node not yet fenced says why)."""
     from pvc.ops.node import NodeRef
 
@@ -72,7 +73,7 @@ def fence_lines(fence) -> list[str]:
 
 @app.command()
 def fence(
-    node: str = typer.Argument(..., help="Node name"),
+    node: str = typer.Argument(..., help="Node name", autocompletion=complete_node),
     confirm_powered_off: bool = typer.Option(
         False, "--confirm-powered-off",
         help="You have made sure the node is powered off (pvc cannot check it: it has no working IPMI)."),
@@ -84,9 +85,9 @@ def fence(
 
 
 def _local_node(node: str) -> str:
-    import socket
+    from pvc.cli.common import local_node_name
 
-    return node or socket.gethostname().split(".")[0]
+    return node or local_node_name()
 
 
 def _operation(op: str, node: str, wait: bool) -> None:
@@ -96,7 +97,8 @@ def _operation(op: str, node: str, wait: bool) -> None:
     raise typer.Exit(code)
 
 
-NODE_ARG = typer.Argument("", help="Node name (default: this host)", show_default=False)
+NODE_ARG = typer.Argument("", help="Node name (default: this node)", show_default=False,
+                          autocompletion=complete_node)
 NODE_WAIT = typer.Option(False, "--wait", "-w", help="Say if the flush lock is held, wait for it, then print each VM's outcome as it happens.")
 
 

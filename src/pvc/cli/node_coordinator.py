@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from pvc.cli.common import run_ops
+from pvc.cli.completion import complete_node
 from pvc.cli.node import app
 
 WAIT = typer.Option(False, "--wait", "-w", help="Return once the hand-over is complete (non-zero exit if it fails).")
@@ -23,7 +24,7 @@ def _change(op: str, node: str, wait: bool, wait_timeout: float):
 
 
 @app.command()
-def primary(node: str = typer.Argument(..., help="Coordinator to take the primary role"), wait: bool = WAIT,
+def primary(node: str = typer.Argument(..., help="Coordinator to take the primary role", autocompletion=complete_node), wait: bool = WAIT,
             wait_timeout: float = WAIT_TIMEOUT):
     """Hand the primary coordinator role to NODE gracefully."""
     r = _change("node.primary", node, wait, wait_timeout)
@@ -36,7 +37,7 @@ def primary(node: str = typer.Argument(..., help="Coordinator to take the primar
 
 
 @app.command()
-def secondary(node: str = typer.Argument(..., help="Coordinator to give the primary role up"), wait: bool = WAIT,
+def secondary(node: str = typer.Argument(..., help="Coordinator to give the primary role up", autocompletion=complete_node), wait: bool = WAIT,
               wait_timeout: float = WAIT_TIMEOUT):
     """Make NODE give the primary coordinator role up (to the next coordinator in line)."""
     r = _change("node.secondary", node, wait, wait_timeout)

@@ -15,6 +15,7 @@ import sys
 import typer
 
 from pvc.cli.common import run_ops
+from pvc.cli.completion import complete_node
 from pvc.cli.node import app
 
 
@@ -73,7 +74,7 @@ async def _follow(backend, params) -> None:
 
 @app.command("log")
 def log_(
-    node: str = typer.Argument(..., help="Node name"),
+    node: str = typer.Argument(..., help="Node name", autocompletion=complete_node),
     lines: int = typer.Option(50, "--lines", "-n", help="Show the last N lines (then, with -f, every new one)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines as the node logs them (Ctrl-C to stop)."),
 ):

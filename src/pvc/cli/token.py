@@ -3,11 +3,9 @@ through a connection with a read-write token."""
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, Output, fail, print_json, print_table, run_ops
+from pvc.cli.common import OUTPUT_OPTION, YES_OPTION, Output, confirm, print_json, print_table, run_ops
 
 app = typer.Typer(help="REST API tokens.", no_args_is_help=True)
 
@@ -52,15 +50,11 @@ def list_(output: Output = OUTPUT_OPTION):
 @app.command("remove")
 def remove(
     name: str,
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed when not on a terminal)."),
+    yes: bool = YES_OPTION,
 ):
     """Remove a token: requests carrying it get 401 from then on."""
     from pvc.ops.token import TokenRef
 
-    if not yes:
-        if not sys.stdin.isatty():
-            fail(f"removing token {name} cuts off whoever uses it: add --yes to confirm", 2)
-        if not typer.confirm(f"Remove token {name}? Whoever uses it is cut off"):
-            fail("nothing removed", 1)
+    confirm(f"Remove token {name} (whoever uses it is cut off)", yes)
     gone = run_ops(lambda b: b.call("token.remove", TokenRef(name=name)))
     typer.echo(f"removed token {gone.name}")

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, Output, fail, print_json, print_table, run, run_ops, state_style
+from pvc.cli.common import OUTPUT_OPTION, YES_OPTION, Output, confirm, fail, print_json, print_table, run, run_ops, state_style
+from pvc.cli.completion import VM_ARG, complete_node
 
 app = typer.Typer(help="Manage virtual machines.", no_args_is_help=True)
 app.add_typer(__import__("pvc.cli.vm_volume", fromlist=["app"]).app, name="volume")
@@ -47,7 +48,7 @@ def define(
 
 
 @app.command()
-def modify(vm: str = typer.Argument(..., help="VM name or UUID"), file: Path = typer.Argument(..., help="new libvirt XML")):
+def modify(vm: str = VM_ARG, file: Path = typer.Argument(..., help="new libvirt XML")):
     """Replace a VM's XML (takes effect at its next start)."""
     from pvc.ops.vm import ModifyParams
 
@@ -57,11 +58,14 @@ def modify(vm: str = typer.Argument(..., help="VM name or UUID"), file: Path = t
 
 
 @app.command()
-def undefine(vm: str = typer.Argument(..., help="VM name or UUID"),
+def undefine(vm: str = VM_ARG,
              delete_volumes: bool = typer.Option(False, "--delete-volumes",
-                                                 help="Also remove the VM's RBD volumes (and their snapshots).")):
-    """Remove a stopped VM from the cluster (its RBD volumes stay unless --delete-volumes)."""
+                                                 help="Also remove the VM's RBD volumes (and their snapshots)."),
+             yes: bool = YES_OPTION):
+    """Remove a stopped VM from the cluster (its RBD volumes stay unless --delete-volumes); asks first unless --yes."""
     from pvc.ops.vm import UndefineParams
+
+    confirm(f"Undefine VM {vm}" + (" and remove its volumes" if delete_volumes else ""), yes)
 
     done = run_ops(lambda b: b.call("vm.undefine", UndefineParams(vm=vm, delete_volumes=delete_volumes)))
     removed = done.removed_volumes
@@ -71,7 +75,7 @@ def undefine(vm: str = typer.Argument(..., help="VM name or UUID"),
 
 
 @app.command()
-def dump(vm: str = typer.Argument(..., help="VM name or UUID")):
+def dump(vm: str = VM_ARG):
     """Print a VM's libvirt XML."""
     from pvc.ops.vm import VmRef
 
@@ -79,7 +83,7 @@ def dump(vm: str = typer.Argument(..., help="VM name or UUID")):
 
 
 def _state_command(action: str, doc: str):
-    def command(vm: str = typer.Argument(..., help="VM name or UUID"), wait: bool = WAIT):
+    def command(vm: str = VM_ARG, wait: bool = WAIT):
         from pvc.ops.vm import VmAction, WaitParams
 
         async def work(backend):
@@ -119,7 +123,7 @@ def _vm_row(d) -> list:
 
 @app.command("list")
 def list_(
-    node: Optional[str] = typer.Option(None, "--node", "-n", help="Only VMs on this node."),
+    node: Optional[str] = typer.Option(None, "--node", "-n", help="Only VMs on this node.", autocompletion=complete_node),
     state: Optional[str] = typer.Option(None, "--state", "-s", help="Only VMs in this state."),
     output: Output = OUTPUT_OPTION,
 ):
@@ -138,7 +142,7 @@ def list_(
 
 
 @app.command()
-def info(vm: str = typer.Argument(..., help="VM name or UUID"), output: Output = OUTPUT_OPTION):
+def info(vm: str = VM_ARG, output: Output = OUTPUT_OPTION):
     """Show one VM."""
     from pvc.ops.vm import VmRef
 
@@ -159,7 +163,8 @@ def info(vm: str = typer.Argument(..., help="VM name or UUID"), output: Output =
         typer.echo(f"{key + ':':<18}{value}")
 
 
-TARGET = typer.Option("", "--target", "-t", help="Destination node (default: chosen by the selector).")
+TARGET = typer.Option("", "--target", "-t", help="Destination node (default: chosen by the selector).",
+                      autocompletion=complete_node)
 SELECTOR = typer.Option("", "--selector", "-s", help="mem | memfree | load | vcpus | vms (default: the VM's, else the cluster's).")
 
 
@@ -204,7 +209,7 @@ def _migration(mode: str, params, wait: bool) -> None:
 
 @app.command()
 def migrate(
-    vm: str = typer.Argument(..., help="VM name or UUID"),
+    vm: str = VM_ARG,
     target: str = TARGET,
     selector: str = SELECTOR,
     force: bool = typer.Option(False, "--force", "-f", help="Migrate a VM that already has a previous node; "
@@ -218,7 +223,7 @@ def migrate(
 
 
 @app.command()
-def unmigrate(vm: str = typer.Argument(..., help="VM name or UUID"), wait: bool = WAIT):
+def unmigrate(vm: str = VM_ARG, wait: bool = WAIT):
     """Return a migrated VM to its previous node and clear previous_node."""
     from pvc.ops.vm import VmAction
 
@@ -226,7 +231,7 @@ def unmigrate(vm: str = typer.Argument(..., help="VM name or UUID"), wait: bool 
 
 
 @app.command()
-def move(vm: str = typer.Argument(..., help="VM name or UUID"), target: str = TARGET, selector: str = SELECTOR,
+def move(vm: str = VM_ARG, target: str = TARGET, selector: str = SELECTOR,
          wait: bool = WAIT):
     """Migrate a VM permanently: like migrate, but previous_node is cleared."""
     from pvc.ops.vm import MoveParams
@@ -236,7 +241,7 @@ def move(vm: str = typer.Argument(..., help="VM name or UUID"), target: str = TA
 
 @app.command("log")
 def log_(
-    vm: str = typer.Argument(..., help="VM name or UUID"),
+    vm: str = VM_ARG,
     lines: Optional[int] = typer.Option(None, "--lines", "-n", min=0,
                                         help="Show the last N lines (default: all; 10 with --follow)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines as they arrive (Ctrl-C to stop)."),

@@ -9,13 +9,14 @@ from __future__ import annotations
 import typer
 
 from pvc.cli.common import run_ops
+from pvc.cli.completion import VM_ARG
 
 app = typer.Typer(help="A VM's disks: RBD volumes (attached live when the VM runs).", no_args_is_help=True)
 
 
 @app.command()
 def add(
-    vm: str = typer.Argument(..., help="VM name or UUID"),
+    vm: str = VM_ARG,
     volume: str = typer.Argument(..., help="POOL/VOLUME (an existing RBD volume)"),
     target: str = typer.Option("", "--target", "-t", help="The guest's device (default: the first free vdX)."),
     shareable: bool = typer.Option(False, "--shareable", help="Mark the disk <shareable/> (a volume used by "
@@ -30,7 +31,7 @@ def add(
 
 @app.command()
 def remove(
-    vm: str = typer.Argument(..., help="VM name or UUID"),
+    vm: str = VM_ARG,
     volume: str = typer.Argument(..., help="POOL/VOLUME"),
 ):
     """Take an RBD volume out of a VM (detached live if the VM runs); the volume itself is kept."""

@@ -65,7 +65,9 @@ from pvc.console_log import (
     LineDecoder,
     Ring,
     RingWrite,
+    Stored,
     WriteBudget,
+    chunk_number,
     read_stored,
     stored_log,
 )
@@ -312,7 +314,7 @@ class _Tail:
         delay = 0.1
         while True:
             try:
-                stored = await read_stored(self.zk, self.uuid)
+                stored, stale = await self._read()
                 break
             except Unavailable as exc:
                 if self.stopping:
@@ -325,7 +327,7 @@ class _Tail:
         last = newest.mark if newest else None
         log = stored_log(stored)
         self.buffer = ConsoleBuffer(self.tailer.max_lines, MAX_BYTES, state=log)
-        self.ring = Ring(stored.chunks)
+        self.ring = Ring(stored.chunks, stale=stale)
         self.head = Head(format=FORMAT, files=carried_marks(head.files, last, self.tailer.node))
         self.head_version = stored.version if stored.head is not None else None
         self.written = last if last and last.node == self.tailer.node else None
@@ -333,6 +335,17 @@ class _Tail:
         self.log.info("console_log_tailing", file=str(self.path), lines=len(log.lines), next_line=log.end,
                       offset=self.cursor.offset, format=head.format, chunks=len(stored.chunks))
         return True
+
+    async def _read(self) -> tuple[Stored, list[int]]:
+        """The stored buffer, and the chunks under a format-1 head: an older pvcd (a cluster
+        mid-upgrade) wrote its whole buffer over a converted one; the conversion deletes them."""
+        stored = await read_stored(self.zk, self.uuid)
+        if stored.head is None or stored.head.format >= FORMAT:
+            return stored, []
+        try:
+            return stored, [n for name in await self.zk.children(self.key) if (n := chunk_number(name))]
+        except NoNode:
+            return stored, []
 
     def _choose_start(self, marks: list[FileMark]) -> None:
         """Continue at the furthest mark that still describes the file; else read it from its start."""

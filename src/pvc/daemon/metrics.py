@@ -9,7 +9,9 @@ Nearly everything is read when Prometheus asks, so an idle daemon does no work f
   and on the primary coordinator ZooKeeper reads for the cluster-wide figures, bounded in time.
   Those read every VM record (a daemon caches only its own node's VMs; about 30 us of CPU each), so
   one reading serves the scrapes of the next 3 ms per VM (1 s at least): with 10,000 VMs a read
-  every 30 s, about 1% of a core, however often Prometheus scrapes.
+  every 30 s, about 1% of a core, however often Prometheus scrapes. The reading runs as a task of its
+  own (one at a time): a scrape waits for it a few seconds at most, else answers with the previous
+  reading and its age; a failed reading is not tried again for a few seconds.
 The figures become metric families in pure functions (``node_families``, ``vm_families``,
 ``cluster_families``); aiohttp serves them on the daemon's own loop.
 """
@@ -36,7 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 
 from pvc.daemon.context import DaemonContext
-from pvc.errors import PvcError, Unavailable
+from pvc.errors import Unavailable
 from pvc.libvirt_host import DomainStats, HostStats, LibvirtError
 from pvc.schema import (
     NODE_DAEMON_STATES,
@@ -49,12 +51,14 @@ from pvc.schema import (
 MIB = 2**20
 # The classic text format, which every Prometheus reads (pvc's names need none of 1.0.0's escaping).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# A scrape's libvirt reads and the primary's ZooKeeper reads each get this long; what does not
-# answer in time is left out (``pvc_node_libvirt_up`` / ``pvc_cluster_figures_ok`` say 0).
+# How long a scrape waits for libvirt (then ``pvc_node_libvirt_up`` says 0) and for the primary's
+# cluster reading (then the previous one is given, with its age).
 READ_TIMEOUT = 3.0
 # A cluster reading serves the scrapes of the next max(CLUSTER_REUSE_MIN, CLUSTER_REUSE_PER_VM x VMs) seconds.
 # (Not a multiple of the reading's duration: on a loaded host that is mostly waiting, not work.)
 CLUSTER_REUSE_MIN, CLUSTER_REUSE_PER_VM = 1.0, 0.003
+# A reading's own bound (10,000 VMs take seconds on a busy host), and the pause after a failed one.
+CLUSTER_READ_TIMEOUT, CLUSTER_RETRY = 20.0, 5.0
 FENCE_STATUSES = ("dead", "failed", "fenced", "recovered", "returned")
 # ZooKeeper requests take about a millisecond on a healthy ensemble; the top bucket is the request timeout's order.
 ZK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -209,8 +213,10 @@ class DaemonMetrics:
         ProcessCollector(registry=self.registry)
         self.registry.register(self)  # collect() below: figures kept by the ZK adapter
         self._host_read: asyncio.Future | None = None
-        self._cluster: tuple[float, float, ClusterView] | None = None  # (read at, reusable until, view)
-        self._cluster_failing = False
+        self._cluster: tuple[float, ClusterView] | None = None  # the last good reading: (started at, view)
+        self._cluster_failing = False  # the last reading failed
+        self._cluster_read: asyncio.Task | None = None
+        self._next_cluster_read = 0.0  # monotonic time before which no new reading starts
 
     def attach(self) -> None:
         from pvc.ops import registry
@@ -272,24 +278,35 @@ class DaemonMetrics:
             return None
 
     async def _cluster_view(self) -> ClusterView:
-        now = time.monotonic()
-        if self._cluster is not None and now < self._cluster[1]:
-            read_at, _, view = self._cluster
-            return replace(view, age=round(now - read_at, 3))
+        reading = self._cluster_read
+        if time.monotonic() >= self._next_cluster_read and (reading is None or reading.done()):
+            reading = self._cluster_read = asyncio.create_task(self._read_cluster(), name="metrics-cluster")
+        if reading is not None and not reading.done():
+            await asyncio.wait({reading}, timeout=READ_TIMEOUT)  # not done by then: the previous figures
+        if self._cluster_failing or self._cluster is None:
+            return ClusterView(ok=False)
+        started, view = self._cluster
+        return replace(view, age=round(time.monotonic() - started, 3))
+
+    async def _read_cluster(self) -> None:
+        started = time.monotonic()
         try:
-            async with asyncio.timeout(READ_TIMEOUT):
-                view = await _read_cluster(self.ctx.zk)
-        except (TimeoutError, PvcError) as exc:
+            async with asyncio.timeout(CLUSTER_READ_TIMEOUT):
+                view = await _read_cluster_from(self.ctx.zk)
+        except Exception as exc:  # ZooKeeper away (or a record it cannot decode): figures_ok says 0
             if not self._cluster_failing:  # once per outage, not once per scrape
                 self.ctx.log.warning("metrics_cluster_figures_failed", error=str(exc) or type(exc).__name__)
-            self._cluster, self._cluster_failing = None, True
-            return ClusterView(ok=False)
-        self._cluster_failing = False
-        self._cluster = (now, now + max(CLUSTER_REUSE_MIN, CLUSTER_REUSE_PER_VM * len(view.vm_states)), view)
-        return view
+            self._cluster_failing, self._next_cluster_read = True, time.monotonic() + CLUSTER_RETRY
+            return
+        self._cluster, self._cluster_failing = (started, view), False
+        self._next_cluster_read = started + max(CLUSTER_REUSE_MIN, CLUSTER_REUSE_PER_VM * len(view.vm_states))
+
+    def close(self) -> None:
+        if self._cluster_read is not None:
+            self._cluster_read.cancel()
 
 
-async def _read_cluster(zk) -> ClusterView:
+async def _read_cluster_from(zk) -> ClusterView:
     from pvc import fence_store, store
     from pvc.schema import Paths
 
@@ -331,7 +348,7 @@ class MetricsServer:
 
     def __init__(self, ctx: DaemonContext) -> None:
         self.ctx = ctx
-        self.metrics = DaemonMetrics(ctx)
+        self.metrics: DaemonMetrics | None = None  # only when serving
         self._runner = None
 
     async def start(self) -> None:
@@ -343,6 +360,7 @@ class MetricsServer:
         from pvc.api.address import parse_listen
 
         host, port = parse_listen(listen)
+        self.metrics = DaemonMetrics(self.ctx)
         app = web.Application()
         app.router.add_get("/metrics", self._handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
@@ -360,6 +378,7 @@ class MetricsServer:
     async def stop(self) -> None:
         if self._runner is not None:
             self.metrics.detach()
+            self.metrics.close()
             runner, self._runner = self._runner, None
             await runner.cleanup()
 

@@ -26,10 +26,6 @@ class EventQuery(msgspec.Struct, kw_only=True):
     lines: int = DEFAULT_LINES  # the newest N events that match (following: then every new one)
 
 
-class EventFollow(EventQuery, kw_only=True):
-    follow: bool = True  # (always: the API answers with Server-Sent Events)
-
-
 def since_time(text: str, now: float, naive_local: bool = False) -> float:
     """``--since`` as a Unix time: a duration back from ``now``, or an ISO 8601 time (without an
     offset: UTC, or with ``naive_local`` the local time zone, for the CLI's user)."""
@@ -42,7 +38,7 @@ def since_time(text: str, now: float, naive_local: bool = False) -> float:
         raise InvalidInput(f"since {text!r}: expected a duration (30s, 10m, 2h, 1d, 1w) or an ISO 8601 time "
                            "(2026-11-30T10:00:00)") from None
     if when.tzinfo is None:
-        when = when.astimezone() if naive_local else when.replace(tzinfo=datetime.timezone.utc)
+        when = when.astimezone() if naive_local else when.replace(tzinfo=datetime.UTC)
     return when.timestamp()
 
 
@@ -67,7 +63,7 @@ async def list_events(ctx: Context, params: EventQuery) -> list[Event]:
 
 
 @operation("event.follow", "GET", "/events/follow", stream=True)
-async def follow(ctx: Context, params: EventFollow) -> AsyncIterator[Event]:
+async def follow(ctx: Context, params: EventQuery) -> AsyncIterator[Event]:
     """The newest events that match, then every new one that matches as it is written."""
     keep = _filter(params)
     async for event in events.follow(ctx.zk, params.lines, keep):
