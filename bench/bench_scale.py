@@ -23,20 +23,11 @@ import libvirt
 import msgspec
 
 from bench.bench_vm_ops import cpu_seconds, rss_mib, timed
-from bench.common import LifecycleEvents, define_bulk, summary
+from bench.common import LifecycleEvents, define_bulk, summary, with_zk
 from pvc import store
 from pvc.devcluster.cluster import DevCluster
 from pvc.devcluster.zookeeper_server import four_letter
 from pvc.zk import ZK
-
-
-async def _with_zk(zookeeper: str, work):
-    zk = ZK(zookeeper, request_timeout=30)
-    await zk.start()
-    try:
-        return await work(zk)
-    finally:
-        await zk.close()
 
 
 async def _set_states(zk: ZK, uuids: list[str], state: str, batch: int = 200) -> None:
@@ -99,7 +90,7 @@ def main() -> None:
         t = time.perf_counter()
         asyncio.run(define_bulk(zookeeper, names, nodes))
         print(f"defined {args.vms:,} VMs in {time.perf_counter() - t:.1f} s")
-        doms = asyncio.run(_with_zk(zookeeper, store.list_domains))
+        doms = asyncio.run(with_zk(zookeeper, store.list_domains))
         by_name = {d.name: d for d in doms}
         t = time.perf_counter()
         first = [by_name[n].uuid for n in names[:args.running]]
@@ -108,7 +99,7 @@ def main() -> None:
             await _set_states(zk, first, "start")
             return await _wait_running(zk, len(first), timeout=300)
 
-        running = asyncio.run(_with_zk(zookeeper, start_many))
+        running = asyncio.run(with_zk(zookeeper, start_many))
         print(f"started {running:,} of {len(first):,} VMs in {time.perf_counter() - t:.1f} s")
 
         # `pvc vm start` -> running, on VMs spread over every node.
@@ -150,7 +141,7 @@ def main() -> None:
         async def versions(zk: ZK) -> int:
             return sum([(await store.read_domain(zk, u))[1] for u in mine])
 
-        versions_before = asyncio.run(_with_zk(zookeeper, versions))
+        versions_before = asyncio.run(with_zk(zookeeper, versions))
         before_all, t = _cpu(pids), time.perf_counter()
 
         async def churn(zk: ZK) -> None:
@@ -158,10 +149,10 @@ def main() -> None:
                 await _set_states(zk, mine, state, batch=20)
                 await asyncio.sleep(3)  # let the node carry them out
 
-        asyncio.run(_with_zk(zookeeper, churn))
+        asyncio.run(with_zk(zookeeper, churn))
         seconds = time.perf_counter() - t
         spent = [a - b for a, b in zip(_cpu(pids), before_all)]
-        changes = asyncio.run(_with_zk(zookeeper, versions)) - versions_before  # requests and outcomes
+        changes = asyncio.run(with_zk(zookeeper, versions)) - versions_before  # requests and outcomes
         idle_s = [i / 100 * seconds for i in idle]
         involved = (spent[0] - idle_s[0]) / changes * 1000
         uninvolved = [(s - i) / changes * 1000 for s, i in zip(spent[1:], idle_s[1:])]

@@ -41,6 +41,16 @@ async def define_bulk(zookeeper: str, names: list[str], nodes: list[str], start:
         await zk.close()
 
 
+async def with_zk(zookeeper: str, work):
+    """``await work(zk)`` with a client of its own, closed afterwards."""
+    zk = ZK(zookeeper, request_timeout=30)
+    await zk.start()
+    try:
+        return await work(zk)
+    finally:
+        await zk.close()
+
+
 class LifecycleEvents:
     """Timestamps of libvirt lifecycle events on several nodes, pumped in a thread."""
 

@@ -62,7 +62,7 @@ class Cluster:
             self.pvc("vm", "start", name, "--wait")
         return self.vm(name)
 
-    def define_many(self, prefix: str, count: int, node: str) -> list[str]:
+    def define_many(self, prefix: str, count: int, node: str, memory_mib: int = 16) -> list[str]:
         """Define and start ``count`` small VMs on ``node`` quickly (a few CLI calls each is slow)."""
         import asyncio
 
@@ -77,7 +77,7 @@ class Cluster:
             await zk.start()
             try:
                 for name in names:
-                    xml = domain_xml(name, memory_mib=16)
+                    xml = domain_xml(name, memory_mib=memory_mib)
                     dom = await store.define_domain(zk, parse_domain_xml(xml), xml, target=node, selector="",
                                                     node_limit=[], autostart=False, migration_method="")
                     await store.update_domain(zk, dom.uuid, lambda d: __import__("msgspec").structs.replace(d, state="start"))

@@ -148,7 +148,8 @@ class RecordCache(Generic[K]):
     def _on_list(self, children: list[str] | None) -> None:
         current = {k for k in map(self._key, children or ()) if k is not None}
         if self._unsynced is None:
-            self._unsynced = set(current)
+            # Keys another source followed (and read) before this first listing count as read.
+            self._unsynced = set(current) - self._delivered
         self.want(FOLDER, current)
         self._check_synced()
 

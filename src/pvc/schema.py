@@ -175,7 +175,8 @@ class FlushProgress(Record):
     failed: list[FailedVM] = []
     # The migrations in flight now (name, target; method ""), at most ``concurrency`` of them.
     moving: list[MovedVM] = []
-    concurrency: int = 0
+    concurrency: int = 0  # the limit applied (vm.flush_concurrency of the node)
+    peak: int = 0  # the most migrations of this operation in flight at once
     message: str = ""
     started: float = 0.0  # when the lock was taken (epoch seconds)
     finished: float = 0.0

@@ -29,7 +29,8 @@ def habits(tmp_path_factory):
 
 
 def run(args: list[str], env: dict[str, str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(args, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, **kw)
+    return subprocess.run(args, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
+                          check=False, **kw)
 
 
 def vm_names(cluster) -> set[str]:

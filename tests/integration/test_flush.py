@@ -308,3 +308,57 @@ def test_disabled_vms_stay_out_of_flush_and_ready_and_the_summary_says_how_vms_m
     assert c.vm("dis-run")["node"] == "hv2" and c.where_running("dis-run") == ["hv2"]
     for name in ("dis-run",):
         c.pvc("vm", "stop", name, "--wait")
+
+
+def set_flush_concurrency(c, node: str, n: int) -> None:
+    """Restart the node's pvcd with ``vm.flush_concurrency: n`` (its VMs keep running)."""
+    import yaml
+
+    spec = c.dev.node(node)
+    with open(spec.config) as f:
+        config = yaml.safe_load(f)
+    config["vm"]["flush_concurrency"] = n
+    with open(spec.config, "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    c.dev.stop_node(node)
+    c.dev.start_node(node)
+
+
+def test_dry_run_shows_the_plan_that_a_flush_at_concurrency_3_then_follows(cluster4):
+    c = cluster4
+    set_flush_concurrency(c, "hv4", 3)
+    names = c.define_many("cc", 5, "hv4", memory_mib=500)
+    c.define_many("zz-big", 1, "hv4", memory_mib=2900)  # fits on no other node (3072 MiB each)
+    big = "zz-big000"
+    before = {v["name"]: v["node"] for v in c.pvc_json("vm", "list")}
+
+    # The preview changes nothing and says where each VM goes and why, and what cannot move.
+    table = c.pvc("node", "flush", "hv4", "--dry-run")
+    assert "3 migration(s) at once" in table.stdout and "1 cannot move" in table.stdout
+    plan = c.pvc_json("node", "flush", "hv4", "--dry-run")
+    moves = {m["vm"]: m for m in plan["moves"]}
+    assert set(moves) == {*names, big} and plan["concurrency"] == 3
+    assert all(moves[n]["target"] not in ("", "hv4") and moves[n]["selector"] == "mem"
+               and moves[n]["available_mib"] >= 500 for n in names)
+    assert moves[big]["target"] == "" and "not enough free memory" in moves[big]["reason"]
+    assert moves[big]["outcome"] == "left running"
+    assert {v["name"]: v["node"] for v in c.pvc_json("vm", "list")} == before
+    assert node_state(c, "hv4") == "ready" and {*names, big} <= c.running_on("hv4")
+
+    # The flush follows that very plan, VM by VM, three at a time at most.
+    proc = c.pvc("node", "flush", "hv4", "--wait", check=False)
+    assert proc.returncode != 0 and f"{big}: not moved: no eligible target node" in proc.stderr
+    assert "left running (policy leave)" in proc.stderr
+    for name in names:
+        assert f"{name} -> {moves[name]['target']} (" in proc.stdout
+    record = progress(c, "hv4")
+    assert record["concurrency"] == 3 and 1 < record["peak"] <= 3 and record["moving"] == []
+    # No node holds more than it has.
+    for n in c.pvc_json("node", "list"):
+        assert n["memory_allocated_mib"] <= n["memory_total_mib"], n
+    assert c.where_running(big) == ["hv4"]
+    assert_each_vm_once(c, names)
+
+    c.pvc("vm", "stop", big, "--wait")
+    c.pvc("node", "ready", "hv4", "--wait")
+    assert set(names) <= c.running_on("hv4")

@@ -27,7 +27,7 @@ OUTPUT_OPTION = typer.Option(Output.table, "--output", "-o", help="table (for pe
 
 
 class Settings:
-    zookeeper: str = os.environ.get("PVC_ZOOKEEPER", "")  # -z / PVC_ZOOKEEPER; "" = zookeeper_address()'s search
+    zookeeper: str | None = os.environ.get("PVC_ZOOKEEPER")  # -z / PVC_ZOOKEEPER; None: zookeeper_address()
     timeout: float = 5.0
     connection: str = ""  # an API connection's name (`-c`, PVC_CONNECTION): then only the API is used
 
@@ -55,8 +55,8 @@ def zookeeper_address() -> str:
     pvc.yaml (``zookeeper:``), else this node's pvcd config (``zookeeper.hosts`` with its
     ``zookeeper.auth``), else 127.0.0.1:2181. Files are read only here, when a command connects,
     so a cold start (``--help``, completion scripts) pays nothing for them."""
-    if Settings.zookeeper:
-        return Settings.zookeeper
+    if Settings.zookeeper is not None:
+        return Settings.zookeeper  # given (even "", which ZK refuses with its own message)
     from pvc.errors import InvalidInput
     from pvc.zk import connection_string, parse_connection
 

@@ -16,9 +16,9 @@ TIMEOUT = 2.0  # seconds, the whole query: connect, read, close
 _FOLDERS = {"vm": "/domain_names", "node": "/nodes", "network": "/networks"}
 
 
-def cluster_names(kind: str, zookeeper: str = "") -> list[str]:
+def cluster_names(kind: str, zookeeper: str | None = None) -> list[str]:
     """The names of ``kind`` (vm | node | network) in the cluster, sorted; [] on any failure.
-    ``zookeeper``: the -z given on the command line being completed ("" = the CLI's default)."""
+    ``zookeeper``: the -z given on the command line being completed (None = the CLI's default)."""
     import asyncio
 
     from pvc.cli.common import zookeeper_address
@@ -26,7 +26,8 @@ def cluster_names(kind: str, zookeeper: str = "") -> list[str]:
     async def read() -> list[str]:
         from pvc.zk import ZK
 
-        zk = ZK(zookeeper or zookeeper_address(), session_timeout=10, request_timeout=TIMEOUT / 2)
+        zk = ZK(zookeeper_address() if zookeeper is None else zookeeper, session_timeout=10,
+                request_timeout=TIMEOUT / 2)
         await zk.start(TIMEOUT / 2)
         try:
             return sorted(await zk.children(_FOLDERS[kind]))
@@ -42,7 +43,7 @@ def cluster_names(kind: str, zookeeper: str = "") -> list[str]:
 def _completer(kind: str):
     def complete(ctx: typer.Context, incomplete: str) -> list[str]:
         # The global options were parsed, but the group callback does not run while completing.
-        zookeeper = ctx.find_root().params.get("zookeeper") or ""
+        zookeeper = ctx.find_root().params.get("zookeeper")
         return [n for n in cluster_names(kind, zookeeper) if n.startswith(incomplete)]
 
     return complete

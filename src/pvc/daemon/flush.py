@@ -36,7 +36,6 @@ from pvc.zk_lock import QueueLock
 
 FINAL = ("done", "cancelled")
 RECHECK = 2.0  # seconds: how soon a move held back by others' migrations or nodes' figures is looked at again
-FOLLOW = "flush"  # the record cache's source name for the VMs a flush follows
 
 
 class NodeOperations:
@@ -222,8 +221,8 @@ class NodeOperations:
                     for m in step.unmovable:
                         await self._unmovable(m, req.op)
                     if any(m.live for m in step.start):
-                        await self._report(moving=[*self._progress.moving,
-                                                   *(MovedVM(m.name, m.target) for m in step.start if m.live)])
+                        moving = [*self._progress.moving, *(MovedVM(m.name, m.target) for m in step.start if m.live)]
+                        await self._report(moving=moving, peak=max(self._progress.peak, len(moving)))
                     for m in step.start:
                         active[tg.create_task(self._move(m, req.op, cancel))] = m
                 if cancel.is_set():
@@ -255,9 +254,7 @@ class NodeOperations:
             if source and source.daemon_state not in ("run", "init"):
                 # Only that node's libvirt can say the VM is off or move it: nothing is asked.
                 return await self._outcome(move, f"the daemon on node {source.name} is {source.daemon_state}")
-        self.hv.cache.add(FOLLOW, move.uuid)  # followed until its outcome, wherever it is assigned
-        try:
-            await self.hv.cache.arrived(move.uuid)
+        async with self.hv.follow(move.uuid):  # followed until its outcome, wherever it is assigned
             asked = await self._update(move.uuid, request)
             if asked is None:  # changed since the plan (undefined, disabled, moved, busy): nothing asked
                 dom = self.hv.records.get(move.uuid)
@@ -270,8 +267,6 @@ class NodeOperations:
             outcome = await self.hv.wait_record(move.uuid, lambda d: follow(d, move.target),
                                                 timeout=cfg.shutdown_timeout + 120)
             dom = self.hv.records.get(move.uuid)
-        finally:
-            self.hv.cache.discard(FOLLOW, move.uuid)
         if outcome is None:
             error = (f"node {asked.node} has not carried out the request (it stays recorded "
                      f"and is carried out when that node's daemon acts)")

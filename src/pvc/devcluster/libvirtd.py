@@ -180,12 +180,14 @@ class Libvirtd:
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True,
             )
         self.keeper_pid_path.write_text(f"{keeper.pid}\n")
-        # Remove the built-in domain; the keeper reporting its removal proves it holds the driver
-        # (removed before the keeper connected, it would be back once that virsh disconnected).
+        # Remove the built-in domain; the keeper reporting both its stop and its undefinition proves
+        # they happened in the driver it holds (done before it connected, the domain would be back
+        # once that virsh disconnected; undefined only, it would still run, transient).
         while time.monotonic() < deadline and keeper.poll() is None:
             _virsh(self.uri, "destroy", "test")
             _virsh(self.uri, "undefine", "test")
-            if "'test': Undefined" in out_path.read_text(errors="replace"):
+            seen = out_path.read_text(errors="replace")
+            if "'test': Stopped" in seen and "'test': Undefined" in seen:
                 return
             time.sleep(0.05)
         self._fail(keeper, "test-driver keeper did not connect", out_path)
