@@ -38,7 +38,7 @@ import time
 import uuid as uuidlib
 from pathlib import Path
 
-from bench.common import pct
+from bench.common import pct, with_zk
 from pvc.console_log import MERGE_AFTER
 from pvc.devcluster.cluster import DevCluster
 
@@ -56,17 +56,6 @@ def xml(name: str, log_dir: str) -> str:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def _with_zk(zookeeper: str, work):
-    from pvc.zk import ZK
-
-    zk = ZK(zookeeper, request_timeout=30)
-    await zk.start()
-    try:
-        return await work(zk)
-    finally:
-        await zk.close()
 
 
 def define_and_start(zookeeper: str, names: list[str], log_dir: str, timeout: float) -> dict[str, str]:
@@ -94,7 +83,7 @@ def define_and_start(zookeeper: str, names: list[str], log_dir: str, timeout: fl
             await asyncio.sleep(0.5)
         raise RuntimeError(f"VMs not running within {timeout} s")
 
-    return asyncio.run(_with_zk(zookeeper, work))
+    return asyncio.run(with_zk(zookeeper, work))
 
 
 class ChunkMeter:
@@ -176,7 +165,7 @@ class ChunkMeter:
             for w in watches:
                 w.cancel()
 
-        await _with_zk(self._zookeeper, work)
+        await with_zk(self._zookeeper, work)
 
     def stop(self) -> None:
         self._stop.set()

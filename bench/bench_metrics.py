@@ -1,6 +1,7 @@
 """What /metrics costs pvcd: idle CPU and RSS with metrics off, on but not scraped, and scraped every
-second (Prometheus' default is 15 s); and how long a scrape takes, on the primary (which reads every VM
-record for the cluster-wide figures, at most once per 100 times that read's duration) and on another node.
+second (Prometheus' default is 15 s); how long a scrape takes, on the primary (whose cluster-wide figures
+come from a reading of every VM record's state, reused for a while: pvc.daemon.metrics) and on another
+node; and what one such reading costs.
 
 Local 3-node cluster (test driver) with --vms VMs defined, --running of them running.
 Run: python -m bench.bench_metrics [--vms 1000] [--running 100] [--seconds 30] [--settle 30]
@@ -102,6 +103,22 @@ def main() -> None:
                 size = len(urllib.request.urlopen(urls[node], timeout=10).read())
                 print(f"scrape of {node}{' (primary)' if node == primary else ''}: p50 {statistics.median(times):.1f} ms, "
                       f"p99 {pct(times, 99):.1f} ms, max {max(times):.1f} ms (first {times[0]:.1f} ms), {size:,} bytes")
+            async def cluster_reading() -> tuple[float, float]:
+                from pvc.daemon.metrics import _read_cluster_from
+
+                zk = ZK(dev.state.zookeeper, request_timeout=30)
+                await zk.start()
+                try:
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    await _read_cluster_from(zk)
+                    return time.perf_counter() - wall, time.process_time() - cpu
+                finally:
+                    await zk.close()
+
+            readings = [asyncio.run(cluster_reading()) for _ in range(5)]
+            print(f"the primary's cluster reading (same code, in this process; 5 runs): wall p50 "
+                  f"{statistics.median(r[0] for r in readings) * 1000:.0f} ms, CPU p50 "
+                  f"{statistics.median(r[1] for r in readings) * 1000:.0f} ms")
             set_metrics(dev, False)
             time.sleep(args.settle)
             primary = asyncio.run(primary_and_running())[0]

@@ -198,6 +198,26 @@ def test_wait_reports_the_lock_and_follows(cluster4):
         c.pvc("node", "ready", node, "--wait")
 
 
+def request_now(cluster, node: str, op: str) -> None:
+    """Ask for a flush or ready through the operations layer in this process (no CLI start-up)."""
+    import asyncio
+
+    from pvc.ops import registry
+    from pvc.ops.flush import FlushParams
+    from pvc.zk import ZK
+
+    async def ask():
+        zk = ZK(cluster.zookeeper)
+        await zk.start()
+        try:
+            await registry.call(registry.Context(zk), "flush.start" if op == "flush" else "flush.ready",
+                                FlushParams(node=node))
+        finally:
+            await zk.close()
+
+    asyncio.run(ask())
+
+
 class Frozen:
     """Pause some nodes' daemons (SIGSTOP) for less than the session timeout: a migration to them
     stays in flight, which holds a flush at a known point."""
@@ -219,12 +239,17 @@ def test_ready_during_flush_cancels_it(cluster4):
     c = cluster4
     names = c.define_many("cx", 10, "hv3")
     base = len(c.running_on("hv3"))
+    # Queued behind a held lock first: the flush starts the moment the lock is released, well
+    # within the paused daemons' session timeout (a CLI starting up may take longer on a busy host).
+    held = HeldLock(c)
+    flushing = subprocess.Popen(["pvc", "node", "flush", "hv3", "--wait"], env=c.env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(lambda: progress(c, "hv3").get("status") == "queued", timeout=30)
     with Frozen(c, ["hv1", "hv2", "hv4"]):
-        flushing = subprocess.Popen(["pvc", "node", "flush", "hv3", "--wait"], env=c.env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        held.release()
         # The first VM has left hv3 and waits for its (paused) target: the flush is mid-way.
         wait_until(lambda: progress(c, "hv3").get("status") == "running" and len(c.running_on("hv3")) < base)
-        c.pvc("node", "ready", "hv3")
+        request_now(c, "hv3", "ready")
     ready = c.pvc("node", "ready", "hv3", "--wait", timeout=120)
     assert "Node hv3 is ready" in ready.stdout
     out, err = flushing.communicate(timeout=60)

@@ -40,7 +40,7 @@ def _version(show: bool) -> None:
 
 @app.callback()
 def global_options(
-    zookeeper: str = typer.Option(None, "--zookeeper", "-z", envvar="PVC_ZOOKEEPER", show_default=False,
+    zookeeper: str | None = typer.Option(None, "--zookeeper", "-z", envvar="PVC_ZOOKEEPER", show_default=False,
                                   help="ZooKeeper [USER:PASSWORD@]HOST:PORT[,HOST:PORT...] (the cluster's "
                                        "credential, if its znodes are protected). Default: ~/.config/pvc/pvc.yaml "
                                        "(zookeeper:), else this node's /etc/pvc/pvcd.yaml, else 127.0.0.1:2181."),

@@ -3,15 +3,15 @@
 Nearly everything is read when Prometheus asks, so an idle daemon does no work for metrics:
 - counters and the ZooKeeper latency histogram are updated where things happen (a hook in
   ``pvc.zk``, an observer of ``pvc.ops.registry``); prometheus-client keeps them;
-- at a scrape: the daemon's in-memory state (the hypervisor role's cache of every VM record, the
-  presence and coordinator state), libvirt and the console-log files (in a thread: those calls
+- at a scrape: the daemon's in-memory state (the hypervisor role's cache of its node's VM records,
+  the presence and coordinator state), libvirt and the console-log files (in a thread: those calls
   block; at most one such thread at a time, so a hung libvirtd holds one thread, not the pool),
   and on the primary coordinator ZooKeeper reads for the cluster-wide figures, bounded in time.
-  Those read every VM record (a daemon caches only its own node's VMs; about 30 us of CPU each), so
-  one reading serves the scrapes of the next 3 ms per VM (1 s at least): with 10,000 VMs a read
-  every 30 s, about 1% of a core, however often Prometheus scrapes. The reading runs as a task of its
-  own (one at a time): a scrape waits for it a few seconds at most, else answers with the previous
-  reading and its age; a failed reading is not tried again for a few seconds.
+  Those read every VM record's state (no daemon caches them all), so one reading serves the scrapes
+  of a while that grows with the cluster's size and the reading's duration (``CLUSTER_REUSE_*``):
+  its cost does not follow the scrape rate. The reading runs as a task of its own (one at a time):
+  a scrape waits for it a few seconds at most, else answers with the previous reading and its age;
+  after a failed reading the next waits, longer after each further failure.
 The figures become metric families in pure functions (``node_families``, ``vm_families``,
 ``cluster_families``); aiohttp serves them on the daemon's own loop.
 """
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import libvirt
+import msgspec
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -54,11 +55,16 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # How long a scrape waits for libvirt (then ``pvc_node_libvirt_up`` says 0) and for the primary's
 # cluster reading (then the previous one is given, with its age).
 READ_TIMEOUT = 3.0
-# A cluster reading serves the scrapes of the next max(CLUSTER_REUSE_MIN, CLUSTER_REUSE_PER_VM x VMs) seconds.
-# (Not a multiple of the reading's duration: on a loaded host that is mostly waiting, not work.)
-CLUSTER_REUSE_MIN, CLUSTER_REUSE_PER_VM = 1.0, 0.003
-# A reading's own bound (10,000 VMs take seconds on a busy host), and the pause after a failed one.
-CLUSTER_READ_TIMEOUT, CLUSTER_RETRY = 20.0, 5.0
+# A cluster reading serves the scrapes of the next max(CLUSTER_REUSE_MIN, CLUSTER_REUSE_PER_VM x VMs,
+# CLUSTER_REUSE_SLOW x its wall time) seconds: the cost follows the cluster's size, and a host too busy
+# to read it quickly is asked less often.
+CLUSTER_REUSE_MIN, CLUSTER_REUSE_PER_VM, CLUSTER_REUSE_SLOW = 1.0, 0.003, 10
+# A reading's own bound (10,000 VMs take seconds on a busy host); after a failed one the next waits
+# CLUSTER_RETRY seconds, doubling after each further failure up to CLUSTER_RETRY_MAX.
+CLUSTER_READ_TIMEOUT, CLUSTER_RETRY, CLUSTER_RETRY_MAX = 30.0, 5.0, 300.0
+# VM records read per request: each request has the ZooKeeper request timeout to itself, and the
+# daemon's other work gets the loop between them.
+CLUSTER_READ_CHUNK = 500
 FENCE_STATUSES = ("dead", "failed", "fenced", "recovered", "returned")
 # ZooKeeper requests take about a millisecond on a healthy ensemble; the top bucket is the request timeout's order.
 ZK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -217,6 +223,7 @@ class DaemonMetrics:
         self._cluster_failing = False  # the last reading failed
         self._cluster_read: asyncio.Task | None = None
         self._next_cluster_read = 0.0  # monotonic time before which no new reading starts
+        self._cluster_retry = CLUSTER_RETRY
 
     def attach(self) -> None:
         from pvc.ops import registry
@@ -296,14 +303,23 @@ class DaemonMetrics:
         except Exception as exc:  # ZooKeeper away (or a record it cannot decode): figures_ok says 0
             if not self._cluster_failing:  # once per outage, not once per scrape
                 self.ctx.log.warning("metrics_cluster_figures_failed", error=str(exc) or type(exc).__name__)
-            self._cluster_failing, self._next_cluster_read = True, time.monotonic() + CLUSTER_RETRY
+            self._cluster_failing, self._next_cluster_read = True, time.monotonic() + self._cluster_retry
+            self._cluster_retry = min(2 * self._cluster_retry, CLUSTER_RETRY_MAX)
             return
-        self._cluster, self._cluster_failing = (started, view), False
-        self._next_cluster_read = started + max(CLUSTER_REUSE_MIN, CLUSTER_REUSE_PER_VM * len(view.vm_states))
+        took = time.monotonic() - started
+        self._cluster, self._cluster_failing, self._cluster_retry = (started, view), False, CLUSTER_RETRY
+        self._next_cluster_read = started + max(CLUSTER_REUSE_MIN, CLUSTER_REUSE_PER_VM * len(view.vm_states),
+                                                CLUSTER_REUSE_SLOW * took)
 
     def close(self) -> None:
         if self._cluster_read is not None:
             self._cluster_read.cancel()
+
+
+class _VmState(msgspec.Struct):
+    """The one field of a VM record the figures need (decoding skips the rest)."""
+
+    state: str = "stop"
 
 
 async def _read_cluster_from(zk) -> ClusterView:
@@ -311,10 +327,13 @@ async def _read_cluster_from(zk) -> ClusterView:
     from pvc.schema import Paths
 
     names = await store.node_names(zk)
-    nodes, fences, queue, domains = await asyncio.gather(
-        store.list_nodes(zk, names), fence_store.read_many(zk, names), zk.children(Paths.flush_lock),
-        store.list_domains(zk))
-    return ClusterView(vm_states=[d.state for d in domains], node_daemon_states=[n.daemon_state for n in nodes],
+    nodes, fences, queue = await asyncio.gather(
+        store.list_nodes(zk, names), fence_store.read_many(zk, names), zk.children(Paths.flush_lock))
+    uuids, vm_states = await zk.children(Paths.domains), []
+    for i in range(0, len(uuids), CLUSTER_READ_CHUNK):
+        records = await zk.get_many(Paths.domain(u) for u in uuids[i:i + CLUSTER_READ_CHUNK])
+        vm_states += [msgspec.json.decode(r, type=_VmState).state for r in records if r]
+    return ClusterView(vm_states=vm_states, node_daemon_states=[n.daemon_state for n in nodes],
                        node_domain_states=[n.domain_state for n in nodes], fences=list(fences.values()),
                        flush_queue=len(queue))
 

@@ -177,17 +177,17 @@ class Libvirtd:
         with open(out_path, "wb") as out:
             keeper = subprocess.Popen(
                 ["virsh", "-q", "-c", self.uri, "event", "--all", "--loop"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out, start_new_session=True,
+                close_fds=True,
             )
         self.keeper_pid_path.write_text(f"{keeper.pid}\n")
-        # Remove the built-in domain; the keeper reporting both its stop and its undefinition proves
-        # they happened in the driver it holds (done before it connected, the domain would be back
-        # once that virsh disconnected; undefined only, it would still run, transient).
+        # Remove the built-in domain. Gone when a later connection looks proves that the keeper holds
+        # the driver (removed while nobody held it, it would be back for the next client).
         while time.monotonic() < deadline and keeper.poll() is None:
             _virsh(self.uri, "destroy", "test")
             _virsh(self.uri, "undefine", "test")
-            seen = out_path.read_text(errors="replace")
-            if "'test': Stopped" in seen and "'test': Undefined" in seen:
+            listed = _virsh(self.uri, "list", "--all", "--name")
+            if listed.returncode == 0 and "test" not in listed.stdout.split():
                 return
             time.sleep(0.05)
         self._fail(keeper, "test-driver keeper did not connect", out_path)

@@ -51,6 +51,7 @@ class CoordinatorRole:
         self._wake = asyncio.Event()
         self._watches: list[asyncio.Task] = []
         self._action: asyncio.Task | None = None
+        self._recording: set[asyncio.Task] = set()  # event-log writes in flight
         ctx.services.coordinator = self
 
     # -- wiring ------------------------------------------------------------------------------------
@@ -228,8 +229,12 @@ class CoordinatorRole:
         self.state = "primary"
         await self._publish("primary")
         self.log.info("primary_takeover_done", seconds=round(time.monotonic() - started, 3))
-        await events.try_record(self.zk, self.log, "primary_changed", f"{self.me} is the primary coordinator",
-                                node=self.me)
+        # On the side: the election step must not wait for it (with ZooKeeper frozen, the relinquish
+        # the health check asks for would wait behind this write).
+        record = asyncio.create_task(events.try_record(self.zk, self.log, "primary_changed",
+                                                       f"{self.me} is the primary coordinator", node=self.me))
+        self._recording.add(record)
+        record.add_done_callback(self._recording.discard)
 
     async def _relinquish(self) -> None:
         started = time.monotonic()

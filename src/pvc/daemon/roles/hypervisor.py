@@ -99,6 +99,8 @@ class HypervisorRole:
             await self.zk.create(Paths.node_domains_of(self.me), b"")
         except NodeExists:
             pass
+        except Unavailable as exc:  # the folder's watch waits for it meanwhile
+            self.log.warning("index_folder_not_created", error=str(exc))
 
     def _follow_running(self) -> None:
         try:
