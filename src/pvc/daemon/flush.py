@@ -109,7 +109,7 @@ class NodeOperations:
                 await lock.update(LockEntry(node=self.me, op=req.op, id=req.id).encode())
                 await self._begin(req, "queued")
             while True:
-                await self._report(status="running")
+                await self._report(status="running", started=time.time())  # when the lock was taken
                 cancel = asyncio.Event()
                 run = asyncio.create_task(self._execute(req, cancel))
                 if await self._until_newer(run, req, cancel):
@@ -171,7 +171,7 @@ class NodeOperations:
         domains = await store.list_domains(self.zk)
         pending = await plan_of(self.zk, self.me, req.op, domains)
         limit = max(1, self.ctx.config.vm.flush_concurrency)
-        await self._report(total=len(pending), started=time.time(), concurrency=limit)
+        await self._report(total=len(pending), concurrency=limit)  # planned
         log.info("node_operation_started", vms=len(pending), concurrency=limit)
         await events.try_record(self.zk, self.log, f"{req.op}_started", f"{req.op} of {self.me} started: "
                                 f"{len(pending)} VM(s) to move", node=self.me)

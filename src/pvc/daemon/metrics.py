@@ -58,7 +58,7 @@ READ_TIMEOUT = 3.0
 # A cluster reading serves the scrapes of the next max(CLUSTER_REUSE_MIN, CLUSTER_REUSE_PER_VM x VMs,
 # CLUSTER_REUSE_SLOW x its wall time) seconds: the cost follows the cluster's size, and a host too busy
 # to read it quickly is asked less often.
-CLUSTER_REUSE_MIN, CLUSTER_REUSE_PER_VM, CLUSTER_REUSE_SLOW = 1.0, 0.003, 10
+CLUSTER_REUSE_MIN, CLUSTER_REUSE_PER_VM, CLUSTER_REUSE_SLOW = 1.0, 0.005, 10
 # A reading's own bound (10,000 VMs take seconds on a busy host); after a failed one the next waits
 # CLUSTER_RETRY seconds, doubling after each further failure up to CLUSTER_RETRY_MAX.
 CLUSTER_READ_TIMEOUT, CLUSTER_RETRY, CLUSTER_RETRY_MAX = 30.0, 5.0, 300.0

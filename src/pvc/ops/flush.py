@@ -228,7 +228,7 @@ async def follow(zk, node: str, request_id: str) -> AsyncIterator[FlushEvent]:
                 if message and message != said_queue:
                     said_queue = message
                     yield event(kind="queued", message=message)
-            if not started and p.status != "queued" and p.started:
+            if not started and p.status != "queued" and p.concurrency:  # planned (concurrency is set with total)
                 started = True
                 yield event(kind="started", total=p.total)
             for m in p.moving:
