@@ -80,6 +80,8 @@ def _strategy_for(tp):
     origin = getattr(tp, "__origin__", None)
     if origin is list:
         return st.lists(_strategy_for(tp.__args__[0]), max_size=4)
+    if origin is dict:  # an audit entry's arguments: JSON scalars by name
+        return st.dictionaries(text, text | int64 | st.booleans(), max_size=4)
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
         return _struct_strategy(tp)
     raise AssertionError(f"no strategy for field type {tp!r}; extend the test")

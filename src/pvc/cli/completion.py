@@ -12,8 +12,8 @@ import typer
 
 TIMEOUT = 2.0  # seconds, the whole query: connect, read, close
 
-# What each kind of name is read from (children of this znode, from pvc.schema.Paths).
-_FOLDERS = {"vm": "/domain_names", "node": "/nodes", "network": "/networks"}
+# What each kind of name is read from: the children of this pvc.schema.Paths folder.
+_FOLDERS = {"vm": "domain_names", "node": "nodes", "network": "networks"}
 
 
 def cluster_names(kind: str, zookeeper: str | None = None) -> list[str]:
@@ -24,13 +24,14 @@ def cluster_names(kind: str, zookeeper: str | None = None) -> list[str]:
     from pvc.cli.common import zookeeper_address
 
     async def read() -> list[str]:
+        from pvc.schema import Paths
         from pvc.zk import ZK
 
         zk = ZK(zookeeper_address() if zookeeper is None else zookeeper, session_timeout=10,
                 request_timeout=TIMEOUT / 2)
         await zk.start(TIMEOUT / 2)
         try:
-            return sorted(await zk.children(_FOLDERS[kind]))
+            return sorted(await zk.children(getattr(Paths, _FOLDERS[kind])))
         finally:
             await zk.close()
 
