@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, YES_OPTION, Output, confirm, fail, print_json, print_table, run, run_ops, state_style
+from pvc.cli.common import OUTPUT_OPTION, YES_OPTION, Output, confirm, fail, print_json, print_table, run_ops, state_style
 from pvc.cli.completion import VM_ARG, complete_node
 
 app = typer.Typer(help="Manage virtual machines.", no_args_is_help=True)

@@ -176,7 +176,8 @@ class Libvirtd:
         out_path = self.basedir / "keeper.out"
         with open(out_path, "wb") as out:
             keeper = subprocess.Popen(
-                ["virsh", "-q", "-c", self.uri, "event", "--all", "--loop"],
+                # -k 0: no client keepalive, so a starved libvirtd never makes the keeper hang up
+                ["virsh", "-q", "-k", "0", "-c", self.uri, "event", "--all", "--loop"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out, start_new_session=True,
                 close_fds=True,
             )

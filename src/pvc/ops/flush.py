@@ -20,6 +20,7 @@ import msgspec
 from pvc import store
 from pvc.errors import Conflict, NotFound, PvcError, Unavailable
 from pvc.flush_plan import Move, plan_flush, plan_ready
+from pvc.ops.node import NodeRef
 from pvc.ops.registry import Context, operation
 from pvc.schema import (
     Domain,
@@ -54,10 +55,6 @@ async def plan_of(zk, node: str, op: str, domains: list[Domain] | None = None) -
                           needs_storage=await rbd_vm_uuids(zk, mine))
     coming = [d.uuid for d in domains if d.previous_node == node and d.node != node]
     return plan_ready(domains, node, nodes, needs_storage=await rbd_vm_uuids(zk, coming))
-
-
-class NodeRef(msgspec.Struct, kw_only=True):
-    node: str
 
 
 class PlannedMove(msgspec.Struct, kw_only=True):
