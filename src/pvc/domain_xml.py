@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -90,3 +91,30 @@ def _serial_log(root: ET.Element) -> str:
             if element.get("file"):
                 return element.get("file", "")
     return ""
+
+
+def renamed_log_file(path: str, old: str, new: str) -> str:
+    """The console log path a VM renamed from ``old`` to ``new`` logs to: ``<dir>/<old>.log`` follows
+    the name (pvc's convention, ``<console_log.directory>/<name>.log``); any other path is kept."""
+    directory, _, base = path.rpartition("/")
+    return f"{directory}/{new}.log" if path and base == f"{old}.log" else path
+
+
+def renamed(xml: str, old: str, new: str) -> str:
+    """``xml`` with its <name> ``old`` -> ``new`` and a serial log file named after it following.
+
+    A targeted substitution, not a re-serialisation: the operator's XML keeps its layout, comments
+    and namespaces. Names are pvc.names-valid (no XML special characters), so they stand as text."""
+    spec = parse_domain_xml(xml)
+    if spec.name != old:
+        raise InvalidInput(f"the stored XML is named {spec.name!r}, not {old!r}")
+    out, count = re.subn(rf"(<name>\s*){re.escape(old)}(\s*</name>)", rf"\g<1>{new}\g<2>", xml, count=1)
+    log = spec.console_log_file
+    moved = renamed_log_file(log, old, new)
+    if moved != log:
+        out = re.sub(rf"(<log\b[^>]*\bfile=)(['\"]){re.escape(log)}\2", rf"\g<1>\g<2>{moved}\g<2>", out)
+    after = parse_domain_xml(out)
+    if count != 1 or after.name != new or after.console_log_file != moved:
+        raise InvalidInput(f"cannot rename {old!r} in this domain XML (its <name> is not plain text); "
+                           "use pvc vm modify")
+    return out

@@ -184,9 +184,10 @@ def recover_one(dom: Domain, fenced: str, candidates: list[placement.Candidate],
                                            memory_mib=dom.memory_mib, exclude=fenced, node_limit=dom.node_limit,
                                            needs_storage=needs_storage)
         except PvcError as exc:
-            # Never lost: the record stays, with the reason; the operator starts it when a node fits.
-            return dict(state="fail", target_node="", libvirt_state="shutoff",
-                        failed_reason=f"node {fenced} was fenced and the VM could not be recovered: {exc}")
+            # Never lost: the record stays, with the reason; the operator starts it when a node fits,
+            # or (autostart) the next node to become ready with room does (pvc.autostart).
+            why = f"node {fenced} was fenced and the VM could not be recovered: {exc}"
+            return dict(state="fail", target_node="", libvirt_state="shutoff", failed_reason=why, displaced=why)
         return dict(node=target, state="start", target_node="", libvirt_state="shutoff",
                     previous_node=fenced, failed_reason=reason)
     if dom.state == "shutdown":  # it was being shut down; the power-off finished that

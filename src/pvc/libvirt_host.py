@@ -208,6 +208,20 @@ class LibvirtHost:
                 return
             raise LibvirtError(exc.get_error_message()) from None
 
+    def follow_rename(self, uuid: str, name: str) -> bool:
+        """A persistent (inactive) definition of this VM here takes its new ``name``; pvc itself
+        starts transient domains, so usually there is none (False). Blocking: call from a thread."""
+        try:
+            dom = self.conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise LibvirtError(exc.get_error_message()) from None
+        if dom.name() == name:
+            return False
+        self._call(dom.rename, name, 0)  # libvirt refuses a running domain: the caller checked it is off
+        return True
+
     async def migrate_live(self, uuid: str, dest_uri: str, migration_address: str) -> None:
         """Live-migrate to another libvirt; blocks for seconds, so it runs in a thread."""
 

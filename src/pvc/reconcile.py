@@ -30,6 +30,7 @@ class Step(Enum):
     FOREIGN = "foreign"              # runs here but is assigned elsewhere: report, never kill
     CLEAR_DUPLICATE = "clear_duplicate"  # the record lists this node as running a copy; it does not
     UPDATE_DISKS = "update_disks"    # runs here; its stored XML's RBD disks changed: attach/detach live
+    FOLLOW_RENAME = "follow_rename"  # renamed while off: rename its console log file and libvirt definition
 
 
 def decide(dom: Domain, me: str, running_here: bool, seen_running_here: bool = False) -> Step:
@@ -40,6 +41,8 @@ def decide(dom: Domain, me: str, running_here: bool, seen_running_here: bool = F
         return Step.CLEAR_DUPLICATE if me in dom.duplicate_on else Step.NOTHING
     if me in dom.duplicate_on:
         return Step.CLEAR_DUPLICATE
+    if dom.renamed_from and not running_here:  # before a start, so the guest logs to the followed file
+        return Step.FOLLOW_RENAME
     state = dom.state
     if state == "start":
         if not running_here:

@@ -71,6 +71,16 @@ class Domain(Record):
     autostart: bool = False
     migration_method: str = ""
     console_log_file: str = ""
+    # The operator's words and labels (`pvc vm meta --description`, `pvc vm tag add`); pvc only shows them.
+    description: str = ""
+    tags: list[str] = []
+    # Set by `pvc vm rename` (the name before; kept across several renames until followed): the VM's
+    # node renames its console log file and any libvirt definition of it, then clears it.
+    renamed_from: str = ""
+    # Why pvc itself stopped it for lack of a node (a flush's policy shutdown, a fenced node's recovery
+    # with nowhere to go); an autostart VM with it set is started by the next node to become ready with
+    # room (pvc.autostart). Cleared by that start and by any operator request.
+    displaced: str = ""
     # What the last operation really did when that is not plain success nor a failure
     # (a shutdown forced off at its timeout, a migration that fell back); cleared by a new request.
     note: str = ""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from pvc import domain_index, placement
+from pvc import domain_index, placement, vm_states
 from pvc.domain_xml import DomainSpec
 from pvc.errors import Conflict, InvalidInput, NotFound, PvcError
 from pvc.names import check_vm_name
@@ -446,6 +446,31 @@ async def modify_domain(zk: ZK, uuid: str, spec: DomainSpec, xml: str) -> Domain
         raise Conflict(f"a VM named {spec.name!r} is already defined") from None
     except BadVersion:
         raise Conflict(f"VM {dom.name} changed while it was being modified; try again") from None
+    return new
+
+
+async def rename_domain(zk: ZK, uuid: str, new_name: str) -> Domain:
+    """Rename a stopped VM: its record, its name index entry and its stored XML (<name> and a serial
+    log file named after it) in one transaction; its node's daemon follows (``renamed_from``)."""
+    from pvc.domain_xml import renamed, renamed_log_file
+
+    check_vm_name(new_name)
+    dom, version = await read_domain(zk, uuid)
+    new = vm_states.renamed(dom, new_name)
+    xml, xml_version = await zk.get(Paths.domain_xml(uuid))
+    new_xml = renamed(xml.decode(), dom.name, new_name)
+    new = msgspec.structs.replace(new, console_log_file=renamed_log_file(dom.console_log_file, dom.name, new_name))
+    try:
+        await zk.multi([
+            *domain_write_ops(dom, version, new),
+            ("set", Paths.domain_xml(uuid), new_xml.encode(), xml_version),
+            ("delete", Paths.domain_name(dom.name)),
+            ("create", Paths.domain_name(new_name), uuid.encode()),
+        ])
+    except NodeExists:
+        raise Conflict(f"a VM named {new_name!r} is already defined") from None
+    except (BadVersion, NoNode):
+        raise Conflict(f"VM {dom.name} changed while it was being renamed; try again") from None
     return new
 
 

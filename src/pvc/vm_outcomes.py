@@ -117,6 +117,13 @@ def duplicate_gone(d: Domain, me: str) -> Domain | None:
     return _with(d, duplicate_on=[n for n in d.duplicate_on if n != me])
 
 
+def rename_followed(d: Domain, me: str, name: str) -> Domain | None:
+    """Its console log file and libvirt definition here carry ``name`` now (a later rename: not done)."""
+    if not _mine(d, me) or not d.renamed_from or d.name != name:
+        return None
+    return _with(d, renamed_from="")
+
+
 def disks_updated(d: Domain, me: str, seen: int, note: str = "") -> Domain | None:
     """The running domain's RBD disks were brought in line with the stored XML (``note``: what
     could not be applied live); ``seen`` is the change counter that was looked at."""
@@ -150,12 +157,29 @@ def come_home(d: Domain, me: str) -> Domain | None:
 
 
 def autostarted(d: Domain, me: str) -> Domain | None:
-    if not _mine(d, me) or not d.autostart or d.state != "stop" or d.target_node:
+    """Ready of ``me``: its stopped autostart VM starts (one pvc left ``fail`` for lack of a node too)."""
+    if not _mine(d, me) or not d.autostart or d.target_node:
         return None
-    return _with(d, state="start", failed_reason="", note="")
+    if d.state != "stop" and not (d.state == "fail" and d.displaced):
+        return None
+    return _with(d, state="start", failed_reason="", note="", displaced="")
 
 
-def shut_down_unmovable(d: Domain, me: str) -> Domain | None:
+def displaced_to(d: Domain, me: str, source_fenced: bool) -> Domain | None:
+    """Ready of ``me``: an autostart VM pvc stopped for lack of a node elsewhere is started here: handed
+    over by its node once libvirt there confirms it off (state migrate), or, its node being fenced
+    (confirmed powered off), reassigned at once."""
+    if _mine(d, me) or not d.autostart or not d.displaced or d.state not in ("stop", "fail") or d.target_node:
+        return None
+    previous = d.previous_node or d.node  # its home: `pvc node ready` there brings it back
+    if source_fenced:
+        return _with(d, node=me, state="start", libvirt_state="shutoff", previous_node=previous, failed_reason="",
+                     note="", displaced="")
+    return _with(d, state="migrate", target_node=me, previous_node=previous, failed_reason="", note="", displaced="")
+
+
+def shut_down_unmovable(d: Domain, me: str, why: str = "") -> Domain | None:
+    """A flush of ``me`` found nowhere for it (policy shutdown): shut down, marked ``displaced``."""
     if not _mine(d, me) or d.state != "start":
         return None
-    return _with(d, state="shutdown")
+    return _with(d, state="shutdown", displaced=why or f"node {me} was flushed and no node had room for it")

@@ -39,8 +39,8 @@ def request(dom: Domain, action: str) -> Domain:
         raise Conflict(f"VM {dom.name} has no node assigned")
     if action == "start" and pending_hand_over(dom):
         # Started while its node still has to confirm it off: it is started on the new node.
-        return _with(dom, state="migrate", failed_reason="", note="")
-    return _with(dom, state=action, failed_reason="", note="")
+        return _with(dom, state="migrate", failed_reason="", note="", displaced="")
+    return _with(dom, state=action, failed_reason="", note="", displaced="")
 
 
 def pending_hand_over(dom: Domain) -> bool:
@@ -129,14 +129,29 @@ def migrate_request(dom: Domain, mode: str, target: str, force: bool = False, so
     else:
         raise InvalidInput(f"unknown migration mode {mode!r}")
     if dom.state == "start":
-        return _with(dom, state="migrate", target_node=target, previous_node=previous, failed_reason="", note="")
+        return _with(dom, state="migrate", target_node=target, previous_node=previous, failed_reason="", note="", displaced="")
     if source_fenced:
         # Its node is confirmed powered off: nothing runs there, the VM may be reassigned now.
-        return _with(dom, node=target, target_node="", previous_node=previous, failed_reason="", note="",
+        return _with(dom, node=target, target_node="", previous_node=previous, failed_reason="", note="", displaced="",
                      libvirt_state="shutoff")
     # Never reassigned on its desired state alone: its node's daemon hands it over once its
     # libvirt confirms the VM off (a stop just requested may not have been carried out).
-    return _with(dom, target_node=target, previous_node=previous, failed_reason="", note="")
+    return _with(dom, target_node=target, previous_node=previous, failed_reason="", note="", displaced="")
+
+
+def renamed(dom: Domain, new: str) -> Domain:
+    """The record of a VM renamed to ``new`` (a valid name, checked by pvc.names), or why it may not be:
+    only a VM that is off, with no hand-over pending, is renamed (libvirt cannot rename a running domain)."""
+    if new == dom.name:
+        raise Conflict(f"VM {dom.name} is already named {new}")
+    if dom.state not in ("stop", "disable", "fail") or dom.libvirt_state != "shutoff":
+        state = "running" if dom.libvirt_state != "shutoff" else dom.state
+        raise Conflict(f"VM {dom.name} is {state}; only a stopped VM can be renamed (libvirt cannot rename a "
+                       f"running domain): pvc vm shutdown {dom.name} --wait first")
+    if pending_hand_over(dom):
+        raise Conflict(f"VM {dom.name} is being handed over to {dom.target_node}; rename it once that is done")
+    original = dom.renamed_from or dom.name
+    return _with(dom, name=new, renamed_from="" if original == new else original)
 
 
 def check_hand_over_possible(dom: Domain, source_state: str) -> None:

@@ -310,7 +310,7 @@ def test_unmovable_vm_is_named(tmp_path_factory):
         proc = c.pvc("node", "flush", "hv1", "--wait", check=False)
         assert proc.returncode != 0
         assert "big: not moved" in proc.stderr and "left running" in proc.stderr
-        assert "1 VM(s) did not move: big" in proc.stderr
+        assert "1 VM did not move: big" in proc.stderr
         assert c.where_running("big") == ["hv1"]
 
 
@@ -359,7 +359,7 @@ def test_dry_run_shows_the_plan_that_a_flush_at_concurrency_3_then_follows(clust
 
     # The preview changes nothing and says where each VM goes and why, and what cannot move.
     table = c.pvc("node", "flush", "hv4", "--dry-run")
-    assert "3 migration(s) at once" in table.stdout and "1 cannot move" in table.stdout
+    assert "3 migrations at once" in table.stdout and "1 cannot move" in table.stdout
     plan = c.pvc_json("node", "flush", "hv4", "--dry-run")
     moves = {m["vm"]: m for m in plan["moves"]}
     assert set(moves) == {*names, big} and plan["concurrency"] == 3

@@ -27,7 +27,8 @@ def test_add_list_info_modify_remove(cluster):
                    "dhcp4_start": "192.0.2.100", "dhcp4_end": "192.0.2.199", "ipv6_network": "2001:db8:0:1::/64",
                    "ipv6_gateway": "2001:db8:0:1::1"}
     table = cluster.pvc("network", "list").stdout
-    assert "192.0.2.0/24 via 192.0.2.1" in table and "storage" in table
+    assert "192.0.2.0/24" in table and "via" not in table and "storage" in table
+    assert "192.0.2.0/24 via 192.0.2.1" in cluster.pvc("network", "list", "-o", "wide").stdout
     info = cluster.pvc_json("network", "info", "100")
     assert info["network"]["vni"] == 100 and info["reservations"] == [] and info["leases"] == []
     cluster.pvc("network", "modify", "100", "--description", "web servers", "--no-dhcp")
@@ -102,3 +103,54 @@ def test_reservations(cluster):
     assert cluster.pvc_json("network", "list") == []
     add(cluster, 100, *WEB)
     assert cluster.pvc_json("network", "dhcp", "list", "100")["reservations"] == []
+
+
+def test_every_table_fits_80_columns(cluster):
+    """Issue 12, "output that fits": each list command's default table, with realistic values (16-character
+    names, a VM, a DHCP reservation, a token), stays within 80 columns when piped with COLUMNS=80 and has
+    no escape codes; -o wide shows the full UUID, -o name one name a line, -o yaml the JSON document."""
+    import json
+    import shutil
+    import subprocess
+
+    import yaml
+
+    env = {**cluster.env, "COLUMNS": "80", "XDG_CONFIG_HOME": str(cluster.tmp / "xdg")}
+
+    def pvc(*args):
+        proc = subprocess.run([shutil.which("pvc") or "pvc", *args], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, (args, proc.stderr)
+        return proc.stdout
+
+    add(cluster, 150, "--description", "customer-backend", "--domain", "backend.example.com", "--ipv4",
+        "198.51.100.0/24", "--gateway", "198.51.100.1", "--dhcp", "--dhcp-start", "198.51.100.100", "--dhcp-end",
+        "198.51.100.199", "--ipv6", "2001:db8:150::/64", "--gateway6", "2001:db8:150::1")
+    cluster.pvc("network", "dhcp", "add", "150", "52:54:00:12:34:56", "198.51.100.10", "--hostname", "database-replica")
+    vm = cluster.define("web-frontend-016", memory_mib=512)
+    cluster.pvc("token", "add", "monitoring-ro-01", "--read-only")
+    try:
+        tables = {args: pvc(*args) for args in [
+            ("vm", "list"), ("node", "list"), ("network", "list"), ("network", "dhcp", "list", "150"),
+            ("token", "list"), ("connection", "list"), ("cluster", "status"), ("vm", "info", vm["name"]),
+            ("node", "info", cluster.nodes[0]), ("network", "info", "150")]}
+        for args, text in tables.items():
+            assert "\x1b" not in text, args
+            assert all(len(line) <= 80 for line in text.splitlines()), (args, text)
+        assert vm["uuid"][:8] in tables["vm", "list"] and vm["uuid"] not in tables["vm", "list"]
+        assert vm["uuid"] in pvc("vm", "list", "-o", "wide")
+        assert "database-replica" in tables["network", "dhcp", "list", "150"]
+        assert pvc("vm", "list", "-o", "name").splitlines() == [v["name"] for v in cluster.pvc_json("vm", "list")]
+        assert pvc("node", "list", "-o", "name").splitlines() == cluster.nodes
+        assert "monitoring-ro-01" in pvc("token", "list", "-o", "name").splitlines()
+        assert pvc("vm", "info", vm["name"], "-o", "name") == f"{vm['name']}\n"
+        for args in [("vm", "list"), ("vm", "info", vm["name"]), ("node", "info", cluster.nodes[0]),
+                     ("network", "dhcp", "list", "150"), ("cluster", "status")]:
+            assert yaml.safe_load(pvc(*args, "-o", "yaml")) == json.loads(pvc(*args, "-o", "json")), args
+        # Aligned key/value lines: every value starts in the same column.
+        starts = {line.index(":") + len(line[line.index(":") + 1:]) - len(line[line.index(":") + 1:].lstrip())
+                  for line in tables["vm", "info", vm["name"]].splitlines()}
+        assert len(starts) == 1, starts
+    finally:
+        cluster.pvc("token", "remove", "monitoring-ro-01", "--yes")
+        cluster.pvc("vm", "undefine", vm["name"], "--yes")
+        cluster.pvc("network", "remove", "150", "--yes")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, Output, print_json, run_ops
+from pvc.cli.common import OUTPUT_OPTION, Output, fail, run_ops, show_record
 
 app = typer.Typer(help="Cluster-wide status and settings.", no_args_is_help=True)
 
@@ -22,10 +22,11 @@ def status(output: Output = OUTPUT_OPTION):
 
     from pvc.ops.common import NoParams
 
+    if output == Output.name:
+        fail("-o name: the cluster status has no names to list (try `pvc node list -o name`)", 2)
     result = msgspec.to_builtins(run_ops(lambda b: b.call("cluster.status", NoParams())))
-    if output == Output.json:
-        print_json(result)
-        return
+    if output in (Output.json, Output.yaml):
+        return show_record(output, result, list)
     counts = lambda c: ", ".join(f"{n} {k}" for k, n in sorted(c.items())) or "-"  # noqa: E731
     if result["maintenance"]:
         typer.secho(MAINTENANCE_BANNER, bold=True, fg="yellow")
@@ -70,8 +71,6 @@ def config(
         return result
 
     result = run_ops(work)
-    if output == Output.json:
-        print_json(result)
-    else:
-        for key, value in result.items():
-            typer.echo(f"{key + ':':<20}{str(value).lower() if isinstance(value, bool) else value}")
+    if output == Output.name:
+        fail("-o name: the cluster settings have no names to list", 2)
+    show_record(output, result, lambda: [(k, str(v).lower() if isinstance(v, bool) else v) for k, v in result.items()])

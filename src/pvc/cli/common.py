@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import typer
 
@@ -19,11 +19,15 @@ DEFAULT_ZOOKEEPER = "127.0.0.1:2181"
 
 
 class Output(str, Enum):
-    table = "table"
-    json = "json"
+    table = "table"  # for people: the columns that fit 80 columns
+    wide = "wide"  # every column (full UUIDs, reasons): may be wider
+    json = "json"  # for programs (also what the REST API returns)
+    yaml = "yaml"
+    name = "name"  # one name per line, for shell loops
 
 
-OUTPUT_OPTION = typer.Option(Output.table, "--output", "-o", help="table (for people) or json (for programs)")
+OUTPUT_OPTION = typer.Option(Output.table, "--output", "-o",
+                             help="table (fits 80 columns), wide (every column), json, yaml, or name (one a line)")
 
 
 class Settings:
@@ -201,8 +205,85 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+def print_yaml(value: Any) -> None:
+    """The same document as ``-o json`` (msgspec's builtins), as block YAML in field order."""
+    import msgspec
+    import yaml
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    sys.stdout.write(yaml.dump(msgspec.to_builtins(value), Dumper=dumper, sort_keys=False,
+                               default_flow_style=False, allow_unicode=True))
+    sys.stdout.flush()
+
+
+def print_names(names: Any) -> None:
+    for name in names:
+        sys.stdout.write(f"{name}\n")
+    sys.stdout.flush()
+
+
+def plural(n: int, word: str, many: str = "") -> str:
+    """'1 VM', '2 VMs', '0 VMs'; ``many`` for irregular words ('1 copy', '2 copies')."""
+    return f"{n} {word}" if n == 1 else f"{n} {many or word + 's'}"
+
+
+class Column(NamedTuple):
+    """One column of a list: declared once per command; the printer picks the set for ``-o``."""
+
+    header: str
+    value: Callable[[Any], Any]  # record -> cell
+    style: Callable[[Any], str] | None = None  # cell -> rich style (shown on a terminal only)
+    shown: str = "both"  # "both", "table" (narrow only) or "wide" (wide only)
+
+
+def short_uuid(uuid: str) -> str:
+    """The first 8 characters: unique enough to tell VMs apart at a glance (the full one: -o wide)."""
+    return uuid[:8]
+
+
+def show_list(output: Output, records: Any, columns: list[Column], name: Callable[[Any], Any] = lambda r: r.name) -> None:
+    """Print a list command's records as ``-o`` asks: json/yaml documents, names, or a table."""
+    if output == Output.json:
+        return print_json(records)
+    if output == Output.yaml:
+        return print_yaml(records)
+    if output == Output.name:
+        return print_names(name(r) for r in records)
+    chosen = [c for c in columns if c.shown in ("both", output.value)]
+    print_table([c.header for c in chosen], [[c.value(r) for c in chosen] for r in records],
+                {i: c.style for i, c in enumerate(chosen) if c.style})
+
+
+def show_record(output: Output, record: Any, fields: Callable[[], list[tuple[str, Any]]], name: Any = None) -> None:
+    """Print an info command's record: json/yaml documents, its name, or aligned ``key: value`` lines
+    (``fields()``: the pairs for people; table and wide are the same)."""
+    if output == Output.json:
+        return print_json(record)
+    if output == Output.yaml:
+        return print_yaml(record)
+    if output == Output.name:
+        return print_names([record.name if name is None else name])
+    print_fields(fields())
+
+
+def print_fields(pairs: list[tuple[str, Any]]) -> None:
+    """``key: value`` lines with the values aligned one column after the longest key; None and empty
+    lists print as ``-``, lists comma-separated, booleans as yes/no."""
+    width = max((len(k) for k, _ in pairs), default=0) + 2
+    for key, value in pairs:
+        if value is None or value == [] or value == "":
+            value = "-"
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
+        elif isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value)
+        sys.stdout.write(f"{key + ':':<{width}}{value}\n")
+    sys.stdout.flush()
+
+
 def print_table(columns: list[str], rows: list[list[Any]], styles: dict[int, Callable[[Any], str]] | None = None) -> None:
-    """A plain, aligned table; colour (from ``styles``: column -> value -> rich style) only on a terminal."""
+    """A plain, aligned table; colour (from ``styles``: column -> value -> rich style) only on a
+    terminal (rich honours NO_COLOR; piped output carries no escape codes)."""
     from rich.console import Console
     from rich.table import Table
 

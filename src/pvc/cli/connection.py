@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, Output, fail, print_json, print_table
+from pvc.cli.common import OUTPUT_OPTION, Column, Output, fail, show_list
 
 app = typer.Typer(help="REST API connections of this CLI (pvc -c NAME ...).", no_args_is_help=True)
 
@@ -49,10 +49,8 @@ def list_(output: Output = OUTPUT_OPTION):
 
     found = _guard(connections.load)
     rows = [{"name": n, "url": c.url, "ca": c.ca} for n, c in found.items()]
-    if output == Output.json:
-        print_json(rows)
-    else:
-        print_table(["NAME", "URL", "CA"], [[r["name"], r["url"], r["ca"] or "-"] for r in rows])
+    show_list(output, rows, [Column("NAME", lambda r: r["name"]), Column("URL", lambda r: r["url"]),
+                             Column("CA", lambda r: r["ca"] or "-", shown="wide")], name=lambda r: r["name"])
 
 
 @app.command("remove")

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from pvc.cli import cluster
-from pvc.cli.common import OUTPUT_OPTION, Output, print_json, run_ops
+from pvc.cli.common import OUTPUT_OPTION, Output, print_json, print_yaml, run_ops
 
 app = typer.Typer(help="The cluster's event log (`pvc event list` = `pvc cluster events`).", no_args_is_help=True)
 
@@ -33,11 +33,17 @@ def show(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events (Ctrl-C to stop)."),
     output: Output = OUTPUT_OPTION,
 ):
-    """Show the newest events, oldest first (-o json: a list; with -f, one JSON object per line)."""
+    """Show the newest events, oldest first, one a line (-o json/yaml: a list; with -f, one JSON object per
+    line, or one YAML document per event)."""
     import datetime
     import time
 
     from pvc.ops.event import EventQuery, since_time
+
+    if output == Output.name:
+        from pvc.cli.common import fail
+
+        fail("-o name: events have no names; use -o json or yaml", 2)
 
     if since:  # the user's local time: made absolute here, so the API reads it the same
         from pvc.errors import PvcError
@@ -55,7 +61,11 @@ def show(
 
         async def tail(backend):
             async for e in backend.stream("event.follow", EventQuery(**query)):
-                typer.echo(msgspec.json.encode(e).decode() if output == Output.json else _line(e))
+                if output == Output.yaml:
+                    typer.echo("---")
+                    print_yaml(e)
+                else:
+                    typer.echo(msgspec.json.encode(e).decode() if output == Output.json else _line(e))
 
         run_ops(tail)
         return
@@ -63,6 +73,8 @@ def show(
     found = run_ops(lambda backend: backend.call("event.list", EventQuery(**query)))
     if output == Output.json:
         print_json(found)
+    elif output == Output.yaml:
+        print_yaml(found)
     else:
         for e in found:
             typer.echo(_line(e))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from pvc.cli.common import plural
 from pvc.errors import PvcError
 
 # How a VM moved, as the flush progress records it (MovedVM.method).
@@ -44,25 +45,21 @@ async def request_operation(backend, node: str, op: str, wait: bool) -> int:
             raise PvcError(f"the {op} of node {node} was {ev.message or 'cancelled'}")
         elif ev.kind == "done":
             if failed:
-                raise PvcError(f"node {node} {op} finished, but {len(failed)} VM(s) did not move: {', '.join(failed)}")
+                raise PvcError(f"node {node} {op} finished, but {plural(len(failed), 'VM')} did not move: {', '.join(failed)}")
             typer.echo(f"Node {node} is {'flushed' if op == 'flush' else 'ready'}{moved_summary(moved)}")
             return 0
     raise PvcError(f"lost track of the {op} of node {node}; see `pvc node info {node}`")
 
 
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def moved_summary(moved) -> str:
-    """': 3 VM(s) moved: 2 live, 1 shut down and restarted there' (nothing when none moved)."""
+    """': 3 VMs moved: 2 live, 1 shut down and restarted there' (nothing when none moved)."""
     if not moved:
         return ""
     from collections import Counter
 
     counts = Counter(METHOD_WORDS.get(m.method, "moved") for m in moved)
     parts = ", ".join(f"{n} {how}" for how, n in counts.items())
-    return f": {len(moved)} VM(s) moved: {parts}"
+    return f": {plural(len(moved), 'VM')} moved: {parts}"
 
 
 PLAN_COLUMNS = ["VM", "RUNNING", "TARGET", "WHY"]
@@ -82,7 +79,7 @@ def print_plan(plan) -> None:
             why = m.reason + (f"; {m.outcome}" if m.outcome else "")
         rows.append([m.vm, "yes" if m.running else "no", m.target or "-", why])
     cannot = sum(1 for m in plan.moves if not m.target)
-    how = (f"{plan.concurrency} migration(s) at once" if plan.concurrency else "concurrency not published")
+    how = (f"{plural(plan.concurrency, 'migration')} at once" if plan.concurrency else "concurrency not published")
     policy = f", unmovable VMs: {plan.unmovable_policy}" if plan.unmovable_policy else ""
     typer.echo(f"Flush of node {plan.node} ({how}{policy}): {plural(len(plan.moves), 'VM')}"
                + (f", {cannot} cannot move" if cannot else "") + "; nothing was changed")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, YES_OPTION, Output, confirm, print_json, print_table, run_ops
+from pvc.cli.common import OUTPUT_OPTION, YES_OPTION, Column, Output, confirm, run_ops, show_list, show_record
 from pvc.cli.completion import complete_network
 
 app = typer.Typer(help="Manage client networks (managed: VXLAN with gateway, DHCP and DNS; bridged: VLAN).",
@@ -96,17 +96,28 @@ def _dhcp(n) -> str:
     return f"{n.dhcp4_start}-{n.dhcp4_end}" if n.dhcp4 else "-"
 
 
+# The default set fits 80 columns (subnets only); -o wide adds the domain, gateways and DHCP ranges.
+NETWORK_COLUMNS = [
+    Column("VNI", lambda n: n.vni),
+    Column("TYPE", lambda n: n.type),
+    Column("DESCRIPTION", lambda n: n.description),
+    Column("DOMAIN", lambda n: n.domain or "-", shown="wide"),
+    Column("IPV4", lambda n: n.ipv4_network or "-", shown="table"),
+    Column("IPV4", _v4, shown="wide"),
+    Column("DHCP", lambda n: "yes" if n.dhcp4 else "no", shown="table"),
+    Column("DHCP", _dhcp, shown="wide"),
+    Column("IPV6", lambda n: n.ipv6_network or "-", shown="table"),
+    Column("IPV6", _v6, shown="wide"),
+]
+
+
 @app.command("list")
 def list_(output: Output = OUTPUT_OPTION):
     """List client networks."""
     from pvc.ops.common import NoParams
 
     nets = run_ops(lambda b: b.call("network.list", NoParams()))
-    if output == Output.json:
-        print_json(nets)
-        return
-    print_table(["VNI", "TYPE", "DESCRIPTION", "DOMAIN", "IPV4", "DHCP", "IPV6"],
-                [[n.vni, n.type, n.description, n.domain or "-", _v4(n), _dhcp(n), _v6(n)] for n in nets])
+    show_list(output, nets, NETWORK_COLUMNS, name=lambda n: n.vni)
 
 
 @app.command()
@@ -115,14 +126,11 @@ def info(vni: int = VNI, output: Output = OUTPUT_OPTION):
     from pvc.ops.network import NetworkRef
 
     view = run_ops(lambda b: b.call("network.info", NetworkRef(vni=vni)))
-    if output == Output.json:
-        print_json(view)
-        return
     n = view.network
-    for key, value in (("vni", n.vni), ("type", n.type), ("description", n.description), ("domain", n.domain or "-"),
-                       ("ipv4", _v4(n)), ("dhcp", _dhcp(n)), ("ipv6", _v6(n)),
-                       ("reservations", len(view.reservations)), ("leases", len(view.leases))):
-        typer.echo(f"{key + ':':<15}{value}")
+    show_record(output, view, lambda: [
+        ("vni", n.vni), ("type", n.type), ("description", n.description), ("domain", n.domain), ("ipv4", _v4(n)),
+        ("dhcp", _dhcp(n)), ("ipv6", _v6(n)), ("reservations", len(view.reservations)), ("leases", len(view.leases))],
+        name=n.vni)
 
 
 def _expires(expiry: int) -> str:
@@ -138,12 +146,20 @@ def dhcp_list(vni: int = VNI, output: Output = OUTPUT_OPTION):
     from pvc.ops.network import NetworkRef
 
     view = run_ops(lambda b: b.call("network.dhcp_list", NetworkRef(vni=vni)))
-    if output == Output.json:
-        print_json(view)
-        return
-    rows = [[r.mac, r.ip, r.hostname or "-", "reservation", "-"] for r in view.reservations]
-    rows += [[l.mac, l.ip, l.hostname or "-", "lease", _expires(l.expiry)] for l in view.leases]
-    print_table(["MAC", "IP", "HOSTNAME", "KIND", "EXPIRES"], rows)
+    if output in (Output.json, Output.yaml):
+        return show_record(output, view, list)
+    rows = [(r, "reservation", "-") for r in view.reservations]
+    rows += [(lease, "lease", _expires(lease.expiry)) for lease in view.leases]
+    show_list(output, rows, DHCP_COLUMNS, name=lambda row: row[0].mac)
+
+
+DHCP_COLUMNS = [  # rows: (reservation or lease, kind, expiry)
+    Column("MAC", lambda row: row[0].mac),
+    Column("IP", lambda row: row[0].ip),
+    Column("HOSTNAME", lambda row: row[0].hostname or "-"),
+    Column("KIND", lambda row: row[1]),
+    Column("EXPIRES", lambda row: row[2]),
+]
 
 
 @dhcp_app.command("add")

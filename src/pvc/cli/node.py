@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, Output, print_json, print_table, run_ops, state_style
+from pvc.cli.common import OUTPUT_OPTION, Column, Output, print_names, run_ops, show_list, show_record, state_style
 from pvc.cli.completion import complete_node
 
 app = typer.Typer(help="Manage hypervisor nodes.", no_args_is_help=True)
 
-NODE_COLUMNS = ["NAME", "MODE", "DAEMON", "COORDINATOR", "DOMAIN STATE", "VMS", "MEM TOTAL", "MEM FREE", "MEM ALLOC", "VCPUS", "LOAD"]
-
-
-def _row(n) -> list:
-    return [n.name, n.daemon_mode, n.daemon_state, n.coordinator_state, n.domain_state, n.domains_count,
-            f"{n.memory_total_mib} MiB", f"{n.memory_free_mib} MiB", f"{n.memory_allocated_mib} MiB",
-            n.vcpus_allocated, n.load]
+# The default set fits 80 columns (16-character names, 5-digit MiB); -o wide adds the rest.
+NODE_COLUMNS = [
+    Column("NAME", lambda n: n.name),
+    Column("MODE", lambda n: n.daemon_mode, shown="wide"),
+    Column("DAEMON", lambda n: n.daemon_state, state_style),
+    Column("COORDINATOR", lambda n: n.coordinator_state, state_style),
+    Column("DOMAIN", lambda n: n.domain_state, state_style),
+    Column("VMS", lambda n: n.domains_count),
+    Column("MEM TOTAL", lambda n: f"{n.memory_total_mib} MiB", shown="wide"),
+    Column("MEM FREE", lambda n: f"{n.memory_free_mib} MiB"),
+    Column("MEM ALLOC", lambda n: f"{n.memory_allocated_mib} MiB"),
+    Column("VCPUS", lambda n: n.vcpus_allocated, shown="wide"),
+    Column("LOAD", lambda n: n.load),
+    Column("STORAGE", lambda n: n.storage or "-", shown="wide"),
+    Column("VERSION", lambda n: n.pvc_version or "-", shown="wide"),
+]
 
 
 @app.command("list")
@@ -24,10 +33,7 @@ def list_(output: Output = OUTPUT_OPTION):
     from pvc.ops.common import NoParams
 
     nodes = run_ops(lambda b: b.call("node.list", NoParams()))
-    if output == Output.json:
-        print_json(nodes)
-    else:
-        print_table(NODE_COLUMNS, [_row(n) for n in nodes], {2: state_style, 3: state_style, 4: state_style})
+    show_list(output, nodes, NODE_COLUMNS)
 
 
 @app.command()
@@ -37,38 +43,31 @@ def info(node: str = typer.Argument(..., help="Node name", autocompletion=comple
 
     view = run_ops(lambda b: b.call("node.info", NodeRef(node=node)))
     # fence: null when the node was never declared dead; else the record (docs/schema.md, "Fencing").
-    if output == Output.json:
-        print_json(view)
-        return
-    import msgspec
+    def fields() -> list:
+        import msgspec
 
-    for key, value in msgspec.structs.asdict(view).items():
-        if key == "fence":
-            continue
-        if isinstance(value, list):
-            value = ",".join(value) or "-"
-        typer.echo(f"{key + ':':<22}{value}")
-    if view.fence:
-        for line in fence_lines(view.fence):
-            typer.echo(line)
+        pairs = [(k, v) for k, v in msgspec.structs.asdict(view).items() if k != "fence"]
+        return pairs + (fence_fields(view.fence) if view.fence else [])
+
+    show_record(output, view, fields)
 
 
-def fence_lines(fence) -> list[str]:
+def fence_fields(fence) -> list[tuple[str, str]]:
     """The fence record for people: status, attempts, the message, times (local clock)."""
     import time
 
     def when(t: float) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
-    lines = [f"{'fence_status:':<22}{fence.status}" + (f" (by {fence.method})" if fence.method else ""),
-             f"{'fence_message:':<22}{fence.message or '-'}"]
+    pairs = [("fence_status", fence.status + (f" (by {fence.method})" if fence.method else "")),
+             ("fence_message", fence.message or "-")]
     if fence.attempts:
-        lines.append(f"{'fence_attempts:':<22}{fence.attempts} failed, last at {when(fence.last_attempt)}")
+        pairs.append(("fence_attempts", f"{fence.attempts} failed, last at {when(fence.last_attempt)}"))
     if fence.status == "failed" and fence.next_attempt:
-        lines.append(f"{'fence_next_attempt:':<22}{when(fence.next_attempt)}")
+        pairs.append(("fence_next_attempt", when(fence.next_attempt)))
     if fence.fenced_at:
-        lines.append(f"{'fenced_at:':<22}{when(fence.fenced_at)}")
-    return lines
+        pairs.append(("fenced_at", when(fence.fenced_at)))
+    return pairs
 
 
 @app.command()
@@ -112,7 +111,12 @@ def flush(node: str = NODE_ARG, wait: bool = NODE_WAIT,
         from pvc.ops.flush import NodeRef
 
         plan = run_ops(lambda b: b.call("flush.plan", NodeRef(node=_local_node(node))))
-        print_json(plan) if output == Output.json else print_plan(plan)
+        if output == Output.name:
+            print_names(m.vm for m in plan.moves)
+        elif output in (Output.json, Output.yaml):
+            show_record(output, plan, list)
+        else:
+            print_plan(plan)
         return
     _operation("flush", node, wait)
 

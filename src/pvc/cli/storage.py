@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, Output, fail, print_json, print_table
+from pvc.cli.common import OUTPUT_OPTION, Column, Output, fail, print_table, show_list, show_record
 
 app = typer.Typer(help="Storage on Ceph: status, pools, volumes (VM disks) and snapshots.", no_args_is_help=True)
 pool_app = typer.Typer(help="Ceph pools that hold volumes.", no_args_is_help=True)
@@ -97,8 +97,8 @@ def _names(**names: str) -> None:
 
 
 def _done(output: Output, record: Any, message: str) -> None:
-    if output == Output.json:
-        print_json(record)
+    if output in (Output.json, Output.yaml):
+        show_record(output, record, list)
     else:
         typer.echo(message)
 
@@ -118,8 +118,8 @@ def status(output: Output = OUTPUT_OPTION):
     from pvc.ops.common import NoParams
 
     st = _call("storage.status", NoParams())
-    if output == Output.json:
-        return print_json(st)
+    if output in (Output.json, Output.yaml):
+        return show_record(output, st, list)
     pct = 100 * st.bytes_used / st.bytes_total if st.bytes_total else 0
     typer.echo(f"health: {st.health}")
     for check in st.checks:
@@ -136,9 +136,13 @@ def status(output: Output = OUTPUT_OPTION):
 # -- pools --------------------------------------------------------------------------------------------
 
 
-def _pool_rows(pools) -> None:
-    print_table(["POOL", "PGS", "REPLICAS", "STORED", "VOLUMES"],
-                [[p.name, p.pgs, p.replicas, _fmt(p.stored_bytes), len(p.volumes)] for p in pools])
+POOL_COLUMNS = [
+    Column("POOL", lambda p: p.name),
+    Column("PGS", lambda p: p.pgs),
+    Column("REPLICAS", lambda p: p.replicas),
+    Column("STORED", lambda p: _fmt(p.stored_bytes)),
+    Column("VOLUMES", lambda p: len(p.volumes)),
+]
 
 
 @pool_app.command("add")
@@ -178,7 +182,7 @@ def pool_list(output: Output = OUTPUT_OPTION):
     from pvc.ops.common import NoParams
 
     pools = _call("storage.pool_list", NoParams())
-    print_json(pools) if output == Output.json else _pool_rows(pools)
+    show_list(output, pools, POOL_COLUMNS)
 
 
 @pool_app.command("info")
@@ -187,10 +191,8 @@ def pool_info(name: str = typer.Argument(..., help="Pool name."), output: Output
     from pvc.ops.storage import PoolRef
 
     pool = _call("storage.pool_info", PoolRef(pool=name))
-    if output == Output.json:
-        return print_json(pool)
-    typer.echo(f"pool: {pool.name}\npgs: {pool.pgs}\nreplicas: {pool.replicas}\nstored: {_fmt(pool.stored_bytes)}\n"
-               f"volumes: {', '.join(pool.volumes) or '-'}")
+    show_record(output, pool, lambda: [("pool", pool.name), ("pgs", pool.pgs), ("replicas", pool.replicas),
+                                       ("stored", _fmt(pool.stored_bytes)), ("volumes", pool.volumes)])
 
 
 # -- volumes ------------------------------------------------------------------------------------------
@@ -200,9 +202,13 @@ POOL = typer.Argument(..., help="Pool name.")
 VOLUME = typer.Argument(..., help="Volume name.")
 
 
-def _volume_rows(volumes) -> None:
-    print_table(["POOL", "VOLUME", "SIZE", "USED BY", "SNAPSHOTS"],
-                [[v.pool, v.name, _fmt(v.size_bytes), v.used_by or "-", len(v.snapshots)] for v in volumes])
+VOLUME_COLUMNS = [
+    Column("POOL", lambda v: v.pool),
+    Column("VOLUME", lambda v: v.name),
+    Column("SIZE", lambda v: _fmt(v.size_bytes)),
+    Column("USED BY", lambda v: v.used_by or "-"),
+    Column("SNAPSHOTS", lambda v: len(v.snapshots)),
+]
 
 
 @volume_app.command("add")
@@ -268,7 +274,7 @@ def volume_list(pool: Optional[str] = typer.Argument(None, help="Only this pool.
     from pvc.ops.storage import VolumeFilter
 
     vols = _call("storage.volume_list", VolumeFilter(pool=pool or ""))
-    print_json(vols) if output == Output.json else _volume_rows(vols)
+    show_list(output, vols, VOLUME_COLUMNS, name=lambda v: f"{v.pool}/{v.name}")
 
 
 @volume_app.command("info")
@@ -277,10 +283,9 @@ def volume_info(pool: str = POOL, name: str = VOLUME, output: Output = OUTPUT_OP
     from pvc.ops.storage import VolumeRef
 
     vol = _call("storage.volume_info", VolumeRef(pool=pool, volume=name))
-    if output == Output.json:
-        return print_json(vol)
-    typer.echo(f"volume: {vol.pool}/{vol.name}\nsize: {_fmt(vol.size_bytes)} ({vol.size_bytes} bytes)\n"
-               f"used by: {vol.used_by or '-'}\nsnapshots: {', '.join(vol.snapshots) or '-'}")
+    show_record(output, vol, lambda: [
+        ("volume", f"{vol.pool}/{vol.name}"), ("size", f"{_fmt(vol.size_bytes)} ({vol.size_bytes} bytes)"),
+        ("used by", vol.used_by), ("snapshots", vol.snapshots)], name=f"{vol.pool}/{vol.name}")
 
 
 TIME_LIMIT = typer.Option(3600.0, "--time-limit", help="Seconds the whole transfer may take.")
@@ -353,7 +358,12 @@ def snapshot_list(pool: str = POOL, volume: str = VOLUME, output: Output = OUTPU
     from pvc.ops.storage import VolumeRef
 
     snaps = _call("storage.snapshot_list", VolumeRef(pool=pool, volume=volume))
-    if output == Output.json:
-        return print_json(snaps)
-    print_table(["SNAPSHOT", "SIZE", "PROTECTED", "TAKEN"],
-                [[s.name, _fmt(s.size_bytes), "yes" if s.protected else "no", s.timestamp] for s in snaps])
+    show_list(output, snaps, SNAPSHOT_COLUMNS)
+
+
+SNAPSHOT_COLUMNS = [
+    Column("SNAPSHOT", lambda s: s.name),
+    Column("SIZE", lambda s: _fmt(s.size_bytes)),
+    Column("PROTECTED", lambda s: "yes" if s.protected else "no"),
+    Column("TAKEN", lambda s: s.timestamp or "-"),
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, YES_OPTION, Output, confirm, print_json, print_table, run_ops
+from pvc.cli.common import OUTPUT_OPTION, YES_OPTION, Column, Output, confirm, print_json, run_ops, show_list
 
 app = typer.Typer(help="REST API tokens.", no_args_is_help=True)
 
@@ -40,11 +40,9 @@ def list_(output: Output = OUTPUT_OPTION):
     from pvc.ops.common import NoParams
 
     found = run_ops(lambda b: b.call("token.list", NoParams()))
-    if output == Output.json:
-        print_json(found)
-    else:
-        print_table(["NAME", "RIGHTS", "CREATED"],
-                    [[t.name, "read-only" if t.read_only else "read-write", _when(t.created)] for t in found])
+    show_list(output, found, [Column("NAME", lambda t: t.name),
+                              Column("RIGHTS", lambda t: "read-only" if t.read_only else "read-write"),
+                              Column("CREATED", lambda t: _when(t.created))])
 
 
 @app.command("remove")

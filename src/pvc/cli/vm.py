@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, YES_OPTION, Output, confirm, fail, print_json, print_table, run_ops, state_style
+from pvc.cli.common import (OUTPUT_OPTION, YES_OPTION, Column, Output, confirm, fail, run_ops, short_uuid, show_list,
+                             show_record, state_style)
 from pvc.cli.completion import VM_ARG, complete_node
 
 app = typer.Typer(help="Manage virtual machines.", no_args_is_help=True)
@@ -114,27 +115,35 @@ app.command("restart")(_state_command("restart", "Restart a VM: graceful shutdow
 app.command("disable")(_state_command("disable", "Shut a VM down and keep it where it is, out of autostart, flushes and ready, until started again."))
 
 
-VM_COLUMNS = ["NAME", "UUID", "STATE", "LIBVIRT", "NODE", "PREVIOUS", "MEMORY", "VCPUS", "FAILED REASON"]
-
-
-def _vm_row(d) -> list:
-    return [d.name, d.uuid, d.state, d.libvirt_state, d.node, d.previous_node, f"{d.memory_mib} MiB", d.vcpus, d.failed_reason]
+# The default set fits 80 columns with 16-character names; -o wide adds the rest (full UUID, reasons).
+VM_COLUMNS = [
+    Column("NAME", lambda d: d.name),
+    Column("UUID", lambda d: short_uuid(d.uuid), shown="table"),
+    Column("UUID", lambda d: d.uuid, shown="wide"),
+    Column("STATE", lambda d: d.state, state_style),
+    Column("LIBVIRT", lambda d: d.libvirt_state, state_style),
+    Column("NODE", lambda d: d.node),
+    Column("PREVIOUS", lambda d: d.previous_node or "-", shown="wide"),
+    Column("MEMORY", lambda d: f"{d.memory_mib} MiB"),
+    Column("VCPUS", lambda d: d.vcpus),
+    Column("TAGS", lambda d: ",".join(getattr(d, "tags", [])) or "-", shown="wide"),
+    Column("FAILED REASON", lambda d: d.failed_reason or "-", shown="wide"),
+]
 
 
 @app.command("list")
 def list_(
     node: Optional[str] = typer.Option(None, "--node", "-n", help="Only VMs on this node.", autocompletion=complete_node),
     state: Optional[str] = typer.Option(None, "--state", "-s", help="Only VMs in this state."),
+    tag: Optional[list[str]] = typer.Option(None, "--tag", help="Only VMs carrying this tag (repeat: all must match)."),
+    sort: str = typer.Option("name", "--sort", help="name | node | state | memory (largest first)."),
     output: Output = OUTPUT_OPTION,
 ):
     """List VMs."""
     from pvc.ops.vm import VmFilter
 
-    doms = run_ops(lambda b: b.call("vm.list", VmFilter(node=node or "", state=state or "")))
-    if output == Output.json:
-        print_json(doms)
-        return
-    print_table(VM_COLUMNS, [_vm_row(d) for d in doms], {2: state_style, 3: state_style})
+    doms = run_ops(lambda b: b.call("vm.list", VmFilter(node=node or "", state=state or "", tag=tag or [], sort=sort)))
+    show_list(output, doms, VM_COLUMNS)
     for d in doms:
         if d.duplicate_on:
             typer.echo(f"warning: VM {d.name} runs on {', '.join(d.duplicate_on)} as well as on {d.node}: "
@@ -147,20 +156,77 @@ def info(vm: str = VM_ARG, output: Output = OUTPUT_OPTION):
     from pvc.ops.vm import VmRef
 
     dom = run_ops(lambda b: b.call("vm.info", VmRef(vm=vm)))
-    if output == Output.json:
-        print_json(dom)
-        return
-    import msgspec
 
-    for key, value in msgspec.structs.asdict(dom).items():
-        if key == "duplicate_on" and value:
-            value = f"{','.join(value)}  <- TWO COPIES RUNNING"
-        elif isinstance(value, list):
-            value = ",".join(value)
-        elif key == "last_migration" and value is not None:
-            m = value
-            value = f"{m.method} {m.source} -> {m.target} in {m.seconds:g} s" + (f" ({m.note})" if m.note else "")
-        typer.echo(f"{key + ':':<18}{value}")
+    def fields() -> list:
+        import msgspec
+
+        pairs = []
+        for key, value in msgspec.structs.asdict(dom).items():
+            if key == "duplicate_on" and value:
+                value = f"{','.join(value)}  <- TWO COPIES RUNNING"
+            elif key == "last_migration" and value is not None:
+                m = value
+                value = f"{m.method} {m.source} -> {m.target} in {m.seconds:g} s" + (f" ({m.note})" if m.note else "")
+            pairs.append((key, value))
+        return pairs
+
+    show_record(output, dom, fields)
+
+
+@app.command()
+def meta(
+    vm: str = VM_ARG,
+    autostart: Optional[bool] = typer.Option(None, "--autostart/--no-autostart",
+                                             help="Start the VM when its node becomes ready again."),
+    node_limit: Optional[str] = typer.Option(None, "--node-limit", help="Comma-separated nodes the VM may run on.",
+                                             autocompletion=complete_node),
+    no_node_limit: bool = typer.Option(False, "--no-node-limit", help="The VM may run on any node."),
+    selector: Optional[str] = typer.Option(None, "--selector", help="mem | memfree | load | vcpus | vms (\"\": the cluster's)."),
+    migration_method: Optional[str] = typer.Option(None, "--migration-method", help="live | shutdown | any."),
+    description: Optional[str] = typer.Option(None, "--description", help="One line describing the VM (\"\" clears it)."),
+):
+    """Change a VM's metadata (also while it runs); a VM outside a new node limit is not moved, only reported."""
+    from pvc.ops.vm import MetaParams
+
+    if node_limit is not None and no_node_limit:
+        fail("give --node-limit or --no-node-limit, not both")
+    limit = [] if no_node_limit else None if node_limit is None else node_limit.split(",")
+    params = MetaParams(vm=vm, autostart=autostart, node_limit=limit, selector=selector,
+                        migration_method=migration_method, description=description)
+    if (autostart, limit, selector, migration_method, description) == (None,) * 5:
+        fail("nothing to change; see pvc vm meta --help")
+    done = run_ops(lambda b: b.call("vm.meta", params))
+    if done.warning:
+        typer.echo(f"warning: {done.warning}", err=True)
+    typer.echo(f"Changed VM {done.vm.name}'s metadata")
+
+
+@app.command()
+def rename(vm: str = VM_ARG, name: str = typer.Argument(..., help="The new name.")):
+    """Rename a stopped VM (its XML's <name>, its console log file and its node's libvirt follow)."""
+    from pvc.ops.vm import RenameParams
+
+    dom = run_ops(lambda b: b.call("vm.rename", RenameParams(vm=vm, name=name)))
+    typer.echo(f"Renamed VM {vm} to {dom.name}")
+
+
+tag_app = typer.Typer(help="Label VMs with tags (pvc vm list --tag selects by them).", no_args_is_help=True)
+app.add_typer(tag_app, name="tag")
+
+
+def _tag_command(op: str, done_word: str, doc: str):
+    def command(vm: str = VM_ARG, tags: list[str] = typer.Argument(..., help="Tags.")):
+        from pvc.ops.vm import TagParams
+
+        dom = run_ops(lambda b: b.call(op, TagParams(vm=vm, tags=tags)))
+        typer.echo(f"{done_word} VM {dom.name}: tags {', '.join(dom.tags) or '(none)'}")
+
+    command.__doc__ = doc
+    return command
+
+
+tag_app.command("add")(_tag_command("vm.tag_add", "Tagged", "Add tags to a VM."))
+tag_app.command("remove")(_tag_command("vm.tag_remove", "Untagged", "Remove tags from a VM."))
 
 
 TARGET = typer.Option("", "--target", "-t", help="Destination node (default: chosen by the selector).",

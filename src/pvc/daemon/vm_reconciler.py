@@ -8,6 +8,7 @@ hand-over is decided after every start this node made has finished, from libvirt
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from pvc import events, store, vm_outcomes
@@ -175,6 +176,25 @@ class VmReconciler:
             self.log.warning("vm_undefined_while_starting", vm=dom.name)
             self.role.expect_stop.add(dom.uuid)
             await asyncio.to_thread(self.host.destroy, dom.uuid)
+
+    async def _do_follow_rename(self, dom: Domain) -> None:
+        """Renamed while off (`pvc vm rename`): the console log file (when named after the VM) and any
+        libvirt definition here take the new name, so pvc, libvirt and the log agree before a start."""
+        from pvc.domain_xml import renamed_log_file
+
+        new_log = dom.console_log_file
+        old_log = renamed_log_file(new_log, dom.name, dom.renamed_from)
+        try:
+            if old_log != new_log and os.path.exists(old_log) and not os.path.exists(new_log):
+                os.rename(old_log, new_log)  # the tailer's file mark (inode) stays valid: reading continues
+            defined = await asyncio.to_thread(self.host.follow_rename, dom.uuid, dom.name)
+        except (LibvirtError, OSError) as exc:
+            self.log.error("vm_rename_not_followed", vm=dom.name, old=dom.renamed_from, error=str(exc))
+            await self._event("vm_rename_not_followed", dom, f"{dom.renamed_from} renamed to {dom.name}: "
+                              f"not followed on {self.me}: {exc}")
+            defined = False  # the record is cleared all the same: a start uses the new name regardless
+        self.log.info("vm_rename_followed", vm=dom.name, old=dom.renamed_from, libvirt_definition=defined)
+        await self.update(dom.uuid, lambda d: vm_outcomes.rename_followed(d, self.me, dom.name))
 
     async def _do_update_disks(self, dom: Domain) -> None:
         await vm_disks.update_live(self, dom)  # `pvc vm volume add|remove` on a running VM

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
-from pvc import store, vm_states
+from pvc import store, vm_meta, vm_states
 from pvc.errors import InvalidInput, NotFound
 from pvc.ops.registry import Context, operation
-from pvc.schema import MIGRATION_METHODS, VM_STATES, Domain
+from pvc.schema import MIGRATION_METHODS, Domain
 
 
 class VmRef(msgspec.Struct, kw_only=True):
@@ -17,18 +17,18 @@ class VmRef(msgspec.Struct, kw_only=True):
 class VmFilter(msgspec.Struct, kw_only=True):
     node: str = ""
     state: str = ""
+    tag: list[str] = []  # only VMs carrying every one of these tags
+    sort: str = "name"  # name | node | state | memory (largest first)
 
 
 @operation("vm.list", "GET", "/vm")
 async def list_vms(ctx: Context, params: VmFilter) -> list[Domain]:
-    """List VMs, by name."""
-    if params.state and params.state not in VM_STATES:
-        raise InvalidInput(f"unknown VM state {params.state!r}; choose one of {', '.join(VM_STATES)}")
+    """List VMs (by name, or by ``sort``), filtered by node, state and tags."""
+    vm_meta.check_filter(params.state, params.tag, params.sort)
     if params.node and params.node not in await store.node_names(ctx.zk):
         raise NotFound(f"unknown node {params.node!r}")
-    doms = await store.list_domains(ctx.zk)
-    return sorted((d for d in doms if (not params.node or d.node == params.node)
-                   and (not params.state or d.state == params.state)), key=lambda d: d.name)
+    return vm_meta.select(await store.list_domains(ctx.zk), node=params.node, state=params.state,
+                          tags=params.tag, sort=params.sort)
 
 
 @operation("vm.info", "GET", "/vm/{vm}")
@@ -133,6 +133,72 @@ async def undefine(ctx: Context, params: UndefineParams) -> Undefined:
         dom, removed = await undefine_with_volumes(ctx.zk, ceph(ctx, required=False), params.vm, True)
         return Undefined(vm=dom, removed_volumes=removed)
     return Undefined(vm=await store.undefine_domain(ctx.zk, await store.resolve_domain(ctx.zk, params.vm)))
+
+
+# -- metadata: changed at any time, also while the VM runs ------------------------------------------------
+
+
+class MetaParams(msgspec.Struct, kw_only=True):
+    """Fields left out (null) stay as they are; "" or [] clears one."""
+
+    vm: str
+    autostart: bool | None = None
+    node_limit: list[str] | None = None  # nodes the VM may run on ([]: any)
+    selector: str | None = None  # mem | memfree | load | vcpus | vms ("": the cluster's)
+    migration_method: str | None = None  # any | live | shutdown ("": any)
+    description: str | None = None
+
+
+class MetaChanged(msgspec.Struct, kw_only=True):
+    vm: Domain
+    warning: str = ""  # e.g. its current node is outside its new node limit (it is not moved)
+
+
+@operation("vm.meta", "PATCH", "/vm/{vm}")
+async def meta(ctx: Context, params: MetaParams) -> MetaChanged:
+    """Change a VM's autostart, node limit, selector, migration method or description (also while it runs)."""
+    uuid = await store.resolve_domain(ctx.zk, params.vm)
+    nodes = await store.node_names(ctx.zk) if params.node_limit else []
+    fields = {k: v for k, v in msgspec.structs.asdict(params).items() if k != "vm"}
+    dom, _ = await store.update_domain(ctx.zk, uuid, lambda d: vm_meta.change(d, nodes, **fields))
+    warning = vm_meta.node_limit_warning(dom) if params.node_limit else ""
+    return MetaChanged(vm=dom, warning=warning)
+
+
+class TagParams(msgspec.Struct, kw_only=True):
+    vm: str
+    tags: list[str]
+
+
+async def _retag(ctx: Context, params: TagParams, add: list[str], remove: list[str]) -> Domain:
+    if not params.tags:
+        raise InvalidInput("name at least one tag")
+    uuid = await store.resolve_domain(ctx.zk, params.vm)
+    dom, _ = await store.update_domain(ctx.zk, uuid, lambda d: vm_meta.with_tags(d, add, remove))
+    return dom
+
+
+@operation("vm.tag_add", "POST", "/vm/{vm}/tags/add")
+async def tag_add(ctx: Context, params: TagParams) -> Domain:
+    """Add tags to a VM."""
+    return await _retag(ctx, params, params.tags, [])
+
+
+@operation("vm.tag_remove", "POST", "/vm/{vm}/tags/remove")
+async def tag_remove(ctx: Context, params: TagParams) -> Domain:
+    """Remove tags from a VM (a tag it does not carry is no error)."""
+    return await _retag(ctx, params, [], params.tags)
+
+
+class RenameParams(msgspec.Struct, kw_only=True):
+    vm: str
+    name: str  # the new name (pvc.names rule)
+
+
+@operation("vm.rename", "POST", "/vm/{vm}/rename")
+async def rename(ctx: Context, params: RenameParams) -> Domain:
+    """Rename a stopped VM: its record, XML and console log file follow; its node's libvirt agrees."""
+    return await store.rename_domain(ctx.zk, await store.resolve_domain(ctx.zk, params.vm), params.name)
 
 
 class VmXml(msgspec.Struct, kw_only=True):
