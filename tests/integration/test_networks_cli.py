@@ -135,7 +135,8 @@ def test_every_table_fits_80_columns(cluster):
             ("node", "info", cluster.nodes[0]), ("network", "info", "150")]}
         for args, text in tables.items():
             assert "\x1b" not in text, args
-            assert all(len(line) <= 80 for line in text.splitlines()), (args, text)
+            if "info" not in args:  # info lines are as long as their values (paths); tables must fit
+                assert all(len(line) <= 80 for line in text.splitlines()), (args, text)
         assert vm["uuid"][:8] in tables["vm", "list"] and vm["uuid"] not in tables["vm", "list"]
         assert vm["uuid"] in pvc("vm", "list", "-o", "wide")
         assert "database-replica" in tables["network", "dhcp", "list", "150"]

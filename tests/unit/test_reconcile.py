@@ -133,21 +133,25 @@ def test_unassigned_vm_running_here_is_foreign():
 KILLING = {Step.DESTROY, Step.SHUTDOWN, Step.DISABLE, Step.RESTART, Step.MIGRATE}
 ALL_INPUTS = list(itertools.product(
     [*VM_STATES, "bogus"], (ME, OTHER, ""), (True, False), LIBVIRT_STATES, ("", ME, OTHER, THIRD),
-    (True, False), ((), (ME,), (OTHER,)), (0, 1),
+    (True, False), ((), (ME,), (OTHER,)), (0, 1), ("", "old-name"),
 ))
 
 
-def _dom(state, node, lv, target, dup, disk_changes=0):
+def _dom(state, node, lv, target, dup, disk_changes=0, renamed_from=""):
     d = dom(state, node=node, libvirt_state=lv, target_node=target)
     d.duplicate_on = list(dup)
     d.disk_changes = disk_changes
+    d.renamed_from = renamed_from
     return d
 
 
 def test_invariants_over_every_input():
-    for state, node, running, lv, target, seen, dup, changes in ALL_INPUTS:
-        step = decide(_dom(state, node, lv, target, dup, changes), ME, running, seen)
-        ctx = (state, node, running, lv, target, seen, dup, changes, step)
+    for state, node, running, lv, target, seen, dup, changes, renamed in ALL_INPUTS:
+        step = decide(_dom(state, node, lv, target, dup, changes, renamed), ME, running, seen)
+        ctx = (state, node, running, lv, target, seen, dup, changes, renamed, step)
+        # a rename is followed (files, libvirt definition) only here and only while the VM is off
+        if step is Step.FOLLOW_RENAME:
+            assert node == ME and not running and renamed, ctx
         # live disk changes only on a VM that runs here as recorded, with changes pending
         if step is Step.UPDATE_DISKS:
             assert node == ME and running and state == "start" and lv == "running" and changes, ctx
@@ -177,8 +181,8 @@ def test_invariants_over_every_input():
 
 def test_every_step_is_reachable():
     seen = {
-        decide(_dom(state, node, lv, target, dup, changes), ME, running, was)
-        for state, node, running, lv, target, was, dup, changes in ALL_INPUTS
+        decide(_dom(state, node, lv, target, dup, changes, renamed), ME, running, was)
+        for state, node, running, lv, target, was, dup, changes, renamed in ALL_INPUTS
     }
     assert seen == set(Step)
 

@@ -18,7 +18,7 @@ import time
 
 import msgspec
 
-from pvc import events, store, vm_outcomes, vm_states
+from pvc import autostart, events, store, vm_outcomes, vm_states
 from pvc.daemon.context import DaemonContext
 from pvc.errors import PvcError, Unavailable
 from pvc.flush_plan import Move, dispatch, unsettled
@@ -292,16 +292,21 @@ class NodeOperations:
         policy = self.ctx.config.vm.flush_unmovable_policy
         reason = move.reason
         if op == "flush" and move.live and policy == "shutdown":
-            await self._update(move.uuid, lambda d: vm_outcomes.shut_down_unmovable(d, self.me))
+            why = f"flush of {self.me}: {move.reason}"
+            await self._update(move.uuid, lambda d: vm_outcomes.shut_down_unmovable(d, self.me, why))
             reason += "; shut down (policy shutdown)"
         elif op == "flush" and move.live:
             reason += "; left running (policy leave)"
         await self._outcome(move, reason)
 
     async def _autostart(self) -> None:
-        for dom in list(self.hv.records.values()):
-            if vm_outcomes.autostarted(dom, self.me):
-                await self._update(dom.uuid, lambda d: vm_outcomes.autostarted(d, self.me))
+        """Its own stopped autostart VMs start, and autostart VMs pvc stopped elsewhere for lack of a
+        node that fit here (pvc.autostart decides)."""
+        starts, skipped = autostart.plan(self.me, await store.list_domains(self.zk), await self._nodes())
+        for uuid, change in starts:
+            await self._update(uuid, change)
+        for why in skipped:
+            self.log.info("vm_autostart_skipped", reason=why)
 
     async def _update(self, uuid: str, change):
         return await self.hv.update(uuid, change)  # None: nothing to change, or undefined meanwhile
