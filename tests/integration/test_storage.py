@@ -144,7 +144,7 @@ def test_pool_add_list_info_remove(sc):
     refused(sc, "storage", "pool", "remove", "p2", "--yes", match="holds 1 volume(s) (v1); --force")
     assert "v1" in volumes(sc, "p2")
     out = sc.pvc("storage", "pool", "remove", "p2", "--yes", "--force").stdout
-    assert "Removed pool p2 and its 1 volume(s)" in out
+    assert "Removed pool p2 and its 1 volume" in out
     assert "p2" not in [p["name"] for p in sc.pvc_json("storage", "pool", "list")]
     refused(sc, "storage", "pool", "info", "p2", match="no pool 'p2'")
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from pvc.cli import cluster
-from pvc.cli.common import OUTPUT_OPTION, Output, fail, print_json, run
+from pvc.cli.common import OUTPUT_OPTION, Output, fail, run, show_record
 
 
 @cluster.app.command("acl")
@@ -35,9 +35,8 @@ def acl(
         return await cluster_acl.show(zk)
 
     report = run(work)
-    if output == Output.json:
-        print_json(report)
-        return
+    if output in (Output.json, Output.yaml):
+        return show_record(output, report, list)
     typer.echo(f"users: {', '.join(report.users) or '- (the cluster is not protected: run `pvc init` with a credential)'}")
     if add_credential or remove_credential:
         typer.echo(f"znodes given the ACL: {report.znodes}")

@@ -4,27 +4,35 @@ from __future__ import annotations
 
 import typer
 
-from pvc.cli import cluster, event, node, vm
-from pvc.cli import network, node_coordinator  # noqa: F401  (node_coordinator adds `pvc node primary/secondary`)
-from pvc.cli import node_log, top  # noqa: F401  (node_log adds `pvc node log`)
-from pvc.cli import acl  # noqa: F401  (adds `pvc cluster acl`)
+from pvc.cli import top
 from pvc.cli.common import Settings, run, run_ops
+from pvc.cli.lazy import LazyGroup
+
+
+class PvcGroup(LazyGroup):
+    """The groups, imported only when a command line reaches them (see pvc.cli.lazy), in `pvc --help`'s
+    order; the later modules of a group add commands to it."""
+
+    groups = {
+        "node": ("pvc.cli.node", "pvc.cli.node_coordinator", "pvc.cli.node_log"),  # + primary/secondary, log
+        "vm": ("pvc.cli.vm",),
+        "network": ("pvc.cli.network",),
+        "cluster": ("pvc.cli.cluster", "pvc.cli.event", "pvc.cli.acl"),  # + `cluster events`, `cluster acl`
+        "event": ("pvc.cli.event",),
+        "storage": ("pvc.cli.storage",),
+        "token": ("pvc.cli.token",),
+        "connection": ("pvc.cli.connection",),
+    }
+
 
 app = typer.Typer(
+    cls=PvcGroup,
     help="pvc: manage a KVM cluster (state in ZooKeeper, VMs on libvirt).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish): pvc.cli.completion
 )
-app.add_typer(node.app, name="node")
-app.add_typer(vm.app, name="vm")
-app.add_typer(network.app, name="network")
-app.add_typer(cluster.app, name="cluster")
-app.add_typer(event.app, name="event")
-app.add_typer(__import__("pvc.cli.storage", fromlist=["app"]).app, name="storage")
 app.command("top")(top.top)
-app.add_typer(__import__("pvc.cli.token", fromlist=["app"]).app, name="token")
-app.add_typer(__import__("pvc.cli.connection", fromlist=["app"]).app, name="connection")
 
 
 def _version(show: bool) -> None:

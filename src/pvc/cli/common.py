@@ -298,9 +298,13 @@ def print_table(columns: list[str], rows: list[list[Any]], styles: dict[int, Cal
             cells.append(f"[{style}]{text}[/]" if style else text.replace("[", r"\["))
         table.add_row(*cells)
     console = Console(soft_wrap=True)
-    if not console.is_terminal:
-        console.width = 4096  # piped: never wrap or truncate cells
-    console.print(table)
+    if console.is_terminal:
+        return console.print(table)
+    console.width = 4096  # piped: never wrap or truncate cells, and no padding after the last cell
+    with console.capture() as captured:
+        console.print(table)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    sys.stdout.flush()
 
 
 STATE_STYLES = {

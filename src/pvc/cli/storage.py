@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, Column, Output, fail, print_table, show_list, show_record
+from pvc.cli.common import OUTPUT_OPTION, Column, Output, fail, plural, print_table, show_list, show_record
 
 app = typer.Typer(help="Storage on Ceph: status, pools, volumes (VM disks) and snapshots.", no_args_is_help=True)
 pool_app = typer.Typer(help="Ceph pools that hold volumes.", no_args_is_help=True)
@@ -173,7 +173,7 @@ def pool_remove(
     if not yes:
         fail(f"removing pool {name} destroys its data: add --yes to confirm")
     pool = _call("storage.pool_remove", PoolRemove(pool=name, force=force))
-    _done(output, pool, f"Removed pool {pool.name}" + (f" and its {len(pool.volumes)} volume(s)" if pool.volumes else ""))
+    _done(output, pool, f"Removed pool {pool.name}" + (f" and its {plural(len(pool.volumes), 'volume')}" if pool.volumes else ""))
 
 
 @pool_app.command("list")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from pvc.cli.common import OUTPUT_OPTION, YES_OPTION, Column, Output, confirm, print_json, run_ops, show_list
+from pvc.cli.common import OUTPUT_OPTION, YES_OPTION, Column, Output, confirm, run_ops, show_list, show_record
 
 app = typer.Typer(help="REST API tokens.", no_args_is_help=True)
 
@@ -26,9 +26,8 @@ def add(
     from pvc.ops.token import TokenAdd
 
     made = run_ops(lambda b: b.call("token.add", TokenAdd(name=name, read_only=read_only)))
-    if output == Output.json:
-        print_json(made)
-        return
+    if output in (Output.json, Output.yaml):
+        return show_record(output, made, list)
     typer.echo(made.token)
     typer.echo(f"token {made.name} ({'read-only' if made.read_only else 'read-write'}): shown once, "
                "keep it safe (requests carry it as Authorization: Bearer TOKEN)", err=True)

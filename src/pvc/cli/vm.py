@@ -40,7 +40,7 @@ def define(
     """Define a VM from its libvirt XML; it is placed on a node and left stopped (unless --start)."""
     from pvc.ops.vm import DefineParams
 
-    params = DefineParams(xml=_read_xml(file), target=target, selector=selector, node_limit=node_limit.split(","),
+    params = DefineParams(xml=_read_xml(file), target=target, selector=selector, node_limit=[n for n in node_limit.split(",") if n],
                           autostart=autostart, migration_method=migration_method, start=start)
     done = run_ops(lambda b: b.call("vm.define", params))
     if done.warning:
