@@ -6,15 +6,18 @@ import asyncio
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from pvc import domain_index, placement, vm_states
-from pvc.domain_xml import DomainSpec
 from pvc.errors import Conflict, InvalidInput, NotFound, PvcError
 from pvc.names import check_vm_name
 from pvc.schema import LAYOUT, SCHEMA_VERSION, Domain, Keepalive, NodeInfo, Paths
 from pvc.zk import ZK, BadVersion, NodeExists, NoNode
+
+if TYPE_CHECKING:  # an annotation only: a CLI read need not load the XML parser (xml.etree)
+    from pvc.domain_xml import DomainSpec
 
 NODE_KEYS = ("alive", "daemon_state", "domain_state", "coordinator_state", "keepalive")
 

@@ -30,6 +30,13 @@ def check_tag(tag: str) -> str:
     return tag
 
 
+def check_migration_method(method: str) -> str:
+    """``method`` if it is one ("" is the default, any), else why not."""
+    if method and method not in MIGRATION_METHODS:
+        raise InvalidInput(f"unknown migration method {method!r}; choose one of {', '.join(MIGRATION_METHODS)}")
+    return method
+
+
 def check_description(text: str) -> str:
     if len(text) > DESCRIPTION_MAX:
         raise InvalidInput(f"description refused: {len(text)} characters, at most {DESCRIPTION_MAX}")
@@ -55,10 +62,7 @@ def change(dom: Domain, nodes: list[str], *, autostart: bool | None = None, node
     if selector is not None:
         changes["selector"] = selector and placement.check_selector(selector)
     if migration_method is not None:
-        if migration_method and migration_method not in MIGRATION_METHODS:
-            raise InvalidInput(f"unknown migration method {migration_method!r}; "
-                               f"choose one of {', '.join(MIGRATION_METHODS)}")
-        changes["migration_method"] = migration_method
+        changes["migration_method"] = check_migration_method(migration_method)
     if description is not None:
         changes["description"] = check_description(description)
     return msgspec.structs.replace(dom, **changes)

@@ -362,7 +362,8 @@ def test_dry_run_shows_the_plan_that_a_flush_at_concurrency_3_then_follows(clust
     assert "3 migrations at once" in table.stdout and "1 cannot move" in table.stdout
     plan = c.pvc_json("node", "flush", "hv4", "--dry-run")
     moves = {m["vm"]: m for m in plan["moves"]}
-    assert set(moves) == {*names, big} and plan["concurrency"] == 3
+    # (hv4 may hold VMs of earlier tests too: the plan covers them as well.)
+    assert {*names, big} <= set(moves) and plan["concurrency"] == 3
     assert all(moves[n]["target"] not in ("", "hv4") and moves[n]["selector"] == "mem"
                and moves[n]["available_mib"] >= 500 for n in names)
     assert moves[big]["target"] == "" and "not enough free memory" in moves[big]["reason"]
@@ -374,8 +375,9 @@ def test_dry_run_shows_the_plan_that_a_flush_at_concurrency_3_then_follows(clust
     proc = c.pvc("node", "flush", "hv4", "--wait", check=False)
     assert proc.returncode != 0 and f"{big}: not moved: no eligible target node" in proc.stderr
     assert "left running (policy leave)" in proc.stderr
-    for name in names:
-        assert f"{name} -> {moves[name]['target']} (" in proc.stdout
+    for name, move in moves.items():
+        if move["target"]:
+            assert f"{name} -> {move['target']} (" in proc.stdout
     record = progress(c, "hv4")
     assert record["concurrency"] == 3 and 1 < record["peak"] <= 3 and record["moving"] == []
     # No node holds more than it has.

@@ -10,8 +10,9 @@ import msgspec
 import pytest
 import yaml
 
-from pvc.cli import common, connection, network, node, storage, token, vm  # noqa: F401
+from pvc.cli import common, connection, flushing, network, node, storage, token, vm  # noqa: F401
 from pvc.cli.common import Output, plural, print_fields, show_list, show_record
+from pvc.ops.flush import PlannedMove
 from pvc.ops.token import TokenInfo
 from pvc.schema import Domain, Lease, Network, Reservation
 from pvc.storage.model import PoolView, SnapshotView, VolumeView
@@ -41,13 +42,16 @@ SNAPSHOTS = [SnapshotView(name="before-upgrade-1", size_bytes=1 << 40, protected
 TOKENS = [TokenInfo(name="monitoring-ro-01", read_only=True, created=1.8e9)]
 CONNECTIONS = [{"name": "production-east1", "url": "https://pvc-api.production.example.com:7370",
                 "ca": "/etc/pvc/ca/production-east1-ca.pem"}]
+PLAN = [PlannedMove(vm=NAME, uuid=UUID, running=True, target="hypervisor-0016", memory_mib=16384,
+                    selector="memfree", available_mib=123456),
+        PlannedMove(vm=NAME, uuid=UUID, running=False, target="hypervisor-0016", memory_mib=0, selector="memfree")]
 
 LISTS = [(DOMAINS, vm.VM_COLUMNS), (NODES, node.NODE_COLUMNS), (NETWORKS, network.NETWORK_COLUMNS),
          (DHCP, network.DHCP_COLUMNS), (POOLS, storage.POOL_COLUMNS), (VOLUMES, storage.VOLUME_COLUMNS),
-         (SNAPSHOTS, storage.SNAPSHOT_COLUMNS)]
+         (SNAPSHOTS, storage.SNAPSHOT_COLUMNS), (PLAN, flushing._plan_columns())]
 
 
-@pytest.mark.parametrize("records, columns", LISTS, ids=["vm", "node", "network", "dhcp", "pool", "volume", "snapshot"])
+@pytest.mark.parametrize("records, columns", LISTS, ids=["vm", "node", "network", "dhcp", "pool", "volume", "snapshot", "flush-plan"])
 def test_default_tables_fit_80_columns_and_wide_shows_all(records, columns, capsys):
     show_list(Output.table, records, columns)
     table = capsys.readouterr().out
@@ -109,3 +113,12 @@ def test_colour_only_when_asked_and_never_with_no_color(monkeypatch, capsys):
     monkeypatch.setenv("NO_COLOR", "1")
     print_table(["STATE"], [["run"]], {0: state_style})
     assert "\x1b[3" not in capsys.readouterr().out
+
+
+def test_states_read_as_sentences():
+    from pvc.cli.common import state_words
+    from pvc.schema import VM_STATES
+
+    assert [f"VM q3 is {state_words(s)}" for s in ("stop", "disable", "fail")] == \
+        ["VM q3 is stopped", "VM q3 is disabled", "VM q3 is failed"]
+    assert all(state_words(s) != s for s in VM_STATES)  # every state has its word

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import typer
 
 from pvc.cli import top
@@ -13,7 +15,7 @@ class PvcGroup(LazyGroup):
     """The groups, imported only when a command line reaches them (see pvc.cli.lazy), in `pvc --help`'s
     order; the later modules of a group add commands to it."""
 
-    groups = {
+    groups: ClassVar[dict[str, tuple[str, ...]]] = {
         "node": ("pvc.cli.node", "pvc.cli.node_coordinator", "pvc.cli.node_log"),  # + primary/secondary, log
         "vm": ("pvc.cli.vm",),
         "network": ("pvc.cli.network",),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -142,6 +141,8 @@ def run(work: Callable[[Any], Awaitable[T]], *, check_schema: bool = True) -> T:
         finally:
             await zk.close()
 
+    import asyncio  # here, not at the top: `pvc --help` and shell completion do not need it
+
     try:
         return asyncio.run(main())
     except PvcError as exc:
@@ -189,6 +190,8 @@ def _run_remote(work: Callable[[Any], Awaitable[T]]) -> T:
             return await work(backend)
         finally:
             await backend.close()
+
+    import asyncio
 
     try:
         return asyncio.run(main())
@@ -313,6 +316,15 @@ STATE_STYLES = {
     "fail": "red", "dead": "red", "fenced": "red", "crashed": "red",
     "disable": "blue", "flush": "yellow", "flushed": "blue", "unflush": "yellow",
 }
+
+
+# A VM's state as a sentence says it: "VM q3 is stopped" (the record keeps the short intent words).
+STATE_WORDS = {"start": "started", "stop": "stopped", "shutdown": "shutting down", "restart": "restarting",
+               "disable": "disabled", "migrate": "migrating", "fail": "failed"}
+
+
+def state_words(state: str) -> str:
+    return STATE_WORDS.get(state, state)
 
 
 def state_style(value: Any) -> str:

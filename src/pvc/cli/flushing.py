@@ -62,26 +62,33 @@ def moved_summary(moved) -> str:
     return f": {plural(len(moved), 'VM')} moved: {parts}"
 
 
-PLAN_COLUMNS = ["VM", "RUNNING", "TARGET", "WHY"]
+def _why(m, wide: bool) -> str:
+    """Why a VM goes where it goes (short enough for 80 columns; -o wide spells it out), or why not."""
+    if m.target and m.running:
+        return (f"selector {m.selector}: {m.available_mib} MiB available there, {m.memory_mib} MiB needed" if wide
+                else f"{m.selector}: needs {m.memory_mib} of {m.available_mib} MiB")
+    if m.target:
+        return f"selector {m.selector}: not running, handed over once confirmed off" if wide else \
+            f"{m.selector}: off, moves once confirmed"
+    return m.reason + (f"; {m.outcome}" if m.outcome else "")
 
 
-def print_plan(plan) -> None:
+def _plan_columns():
+    from pvc.cli.common import Column
+
+    return [Column("VM", lambda m: m.vm), Column("RUNNING", lambda m: "yes" if m.running else "no"),
+            Column("TARGET", lambda m: m.target or "-", lambda v: "red" if v == "-" else ""),
+            Column("WHY", lambda m: _why(m, False), shown="table"), Column("WHY", lambda m: _why(m, True), shown="wide")]
+
+
+def print_plan(plan, output) -> None:
     """The flush preview as a table: where each VM would go and why, or why it cannot move."""
-    from pvc.cli.common import print_table
+    from pvc.cli.common import show_list
 
-    rows = []
-    for m in plan.moves:
-        if m.target and m.running:
-            why = f"selector {m.selector}: {m.available_mib} MiB available there, {m.memory_mib} MiB needed"
-        elif m.target:
-            why = f"selector {m.selector}: not running, handed over once confirmed off"
-        else:
-            why = m.reason + (f"; {m.outcome}" if m.outcome else "")
-        rows.append([m.vm, "yes" if m.running else "no", m.target or "-", why])
     cannot = sum(1 for m in plan.moves if not m.target)
     how = (f"{plural(plan.concurrency, 'migration')} at once" if plan.concurrency else "concurrency not published")
     policy = f", unmovable VMs: {plan.unmovable_policy}" if plan.unmovable_policy else ""
     typer.echo(f"Flush of node {plan.node} ({how}{policy}): {plural(len(plan.moves), 'VM')}"
                + (f", {cannot} cannot move" if cannot else "") + "; nothing was changed")
-    if rows:
-        print_table(PLAN_COLUMNS, rows, {2: lambda v: "red" if v == "-" else ""})
+    if plan.moves:
+        show_list(output, plan.moves, _plan_columns(), name=lambda m: m.vm)

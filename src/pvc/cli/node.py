@@ -116,7 +116,7 @@ def flush(node: str = NODE_ARG, wait: bool = NODE_WAIT,
         elif output in (Output.json, Output.yaml):
             show_record(output, plan, list)
         else:
-            print_plan(plan)
+            print_plan(plan, output)
         return
     _operation("flush", node, wait)
 

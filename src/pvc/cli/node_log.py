@@ -8,7 +8,6 @@ follower read them. A follower ends quietly (exit 0) on Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 
@@ -46,6 +45,8 @@ class _Printer:
 
 
 async def _follow(backend, params) -> None:
+    import asyncio  # here: `pvc --help` imports this module, and needs no event loop
+
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,12 +10,13 @@ the terminal on exit) and key bindings with a footer that lists them, which Live
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the module is imported by every `pvc` command: the schema only when `pvc top` runs
+    import asyncio
+
     from pvc.schema import Domain
     from pvc.store import NodeView
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from pvc.cli.common import (OUTPUT_OPTION, YES_OPTION, Column, Output, confirm, fail, run_ops, short_uuid, show_list,
-                             show_record, state_style)
+                             show_record, state_style, state_words)
 from pvc.cli.completion import VM_ARG, complete_node
 
 app = typer.Typer(help="Manage virtual machines.", no_args_is_help=True)
@@ -99,7 +99,7 @@ def _state_command(action: str, doc: str):
         dom = run_ops(work)
         if wait:
             note = f" ({dom.note})" if dom.note else ""
-            typer.echo(f"VM {dom.name} is {'running' if dom.libvirt_state == 'running' else dom.state} "
+            typer.echo(f"VM {dom.name} is {'running' if dom.libvirt_state == 'running' else state_words(dom.state)} "
                        f"on node {dom.node}{note}")
         else:
             typer.echo(f"Set VM {dom.name} to {action} on node {dom.node}")

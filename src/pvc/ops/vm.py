@@ -7,7 +7,7 @@ import msgspec
 from pvc import store, vm_meta, vm_states
 from pvc.errors import InvalidInput, NotFound
 from pvc.ops.registry import Context, operation
-from pvc.schema import MIGRATION_METHODS, Domain
+from pvc.schema import Domain
 
 
 class VmRef(msgspec.Struct, kw_only=True):
@@ -83,9 +83,7 @@ async def define(ctx: Context, params: DefineParams) -> Defined:
     """Define a VM from its libvirt XML; it is placed on a node and left stopped (unless ``start``)."""
     from pvc.domain_xml import parse_domain_xml
 
-    if params.migration_method and params.migration_method not in MIGRATION_METHODS:
-        raise InvalidInput(f"unknown migration method {params.migration_method!r}; "
-                           f"choose one of {', '.join(MIGRATION_METHODS)}")
+    vm_meta.check_migration_method(params.migration_method)
     spec = parse_domain_xml(params.xml)
     await _check_volumes(ctx, params.xml, spec.uuid)
     dom = await store.define_domain(ctx.zk, spec, params.xml, target=params.target, selector=params.selector,
