@@ -86,7 +86,9 @@ def duty_intervals(cluster) -> list[tuple[float, float, str]]:
                 continue
             t = datetime.fromisoformat(m.group(1)).timestamp()
             event = m.group(2)
-            if event == "daemon_state" and "state=init" in line and start is not None:
+            # A new daemon's first lines (metrics server, then state init): the previous one died.
+            new_daemon = event == "metrics_listening" or (event == "daemon_state" and "state=init" in line)
+            if new_daemon and start is not None:
                 intervals.append((start, last, node.name))  # a new daemon: the previous one died
                 start = None
             if event == "primary_takeover_started":

@@ -141,10 +141,15 @@ def run(work: Callable[[Any], Awaitable[T]], *, check_schema: bool = True) -> T:
         finally:
             await zk.close()
 
+    return _run_main(main())
+
+
+def _run_main(main: Awaitable[T]) -> T:
+    """Run the command's coroutine; any PvcError becomes one line and its exit code."""
     import asyncio  # here, not at the top: `pvc --help` and shell completion do not need it
 
     try:
-        return asyncio.run(main())
+        return asyncio.run(main)
     except PvcError as exc:
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
@@ -191,14 +196,7 @@ def _run_remote(work: Callable[[Any], Awaitable[T]]) -> T:
         finally:
             await backend.close()
 
-    import asyncio
-
-    try:
-        return asyncio.run(main())
-    except PvcError as exc:
-        fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    return _run_main(main())
 
 
 def print_json(value: Any) -> None:

@@ -14,6 +14,7 @@ exists; the node stays in ``flush`` (visible) until it completes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import msgspec
@@ -166,6 +167,13 @@ class NodeOperations:
     async def _execute(self, req: FlushRequest, cancel: asyncio.Event) -> None:
         log = self.log.bind(op=req.op, id=req.id)
         await self.hv.synced.wait()  # the node's own VMs are known (autostart at the end reads them)
+        storage = self.ctx.services.storage
+        if req.op == "ready" and storage is not None:
+            # A ready right after the daemon (re)started: whether VMs with RBD disks may come home
+            # is this node's first Ceph check; plan once it is published (bounded: a Ceph that does
+            # not answer is what the check then reports).
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(storage.checked.wait(), storage.cfg.check_timeout + 5)
         started = time.monotonic()
         # The same plan as the preview (`pvc node flush --dry-run`), from every VM record.
         domains = await store.list_domains(self.zk)

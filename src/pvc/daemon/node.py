@@ -106,13 +106,17 @@ class NodePresence:
             storage=self.ctx.services.storage.state if self.ctx.services.storage else "",
         )
 
+    async def publish(self) -> None:
+        """Write the keepalive now: placement reads these figures."""
+        try:
+            await self.ctx.zk.put(self._key("keepalive"), self.stats().encode())
+        except (PvcError, Exception) as exc:  # a missed keepalive must never stop the daemon
+            self.ctx.log.warning("keepalive_failed", error=str(exc) or type(exc).__name__)
+
     async def keepalive_loop(self) -> None:
         interval = self.ctx.config.keepalive_interval
         while True:
-            try:
-                await self.ctx.zk.put(self._key("keepalive"), self.stats().encode())
-            except (PvcError, Exception) as exc:  # a missed keepalive must never stop the daemon
-                self.ctx.log.warning("keepalive_failed", error=str(exc) or type(exc).__name__)
+            await self.publish()
             self._poked.clear()
             try:
                 await asyncio.wait_for(self._poked.wait(), interval)

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pvc.devcluster.libvirtd import Libvirtd
-from pvc.devcluster.proc import free_port, free_udp_port, is_running, is_stopped, log_tail, terminate
+from pvc.devcluster.proc import free_port, free_port_range, free_udp_port, is_running, is_stopped, log_tail, terminate
 from pvc.devcluster.zookeeper_server import ZookeeperServer, ensemble_peers
 
 # libvirtd (test driver) instances `up` starts at once, and pvcds starting (not yet running) at once.
@@ -241,7 +241,7 @@ class DevCluster:
         for name in names:
             base = self.workdir / name
             base.mkdir(parents=True, exist_ok=True)
-            lo = free_port()
+            lo = free_port_range(16)
             spec = NodeSpec(
                 name=name, config=str(base / "pvcd.yaml"), libvirt_uri="", migration_uri="",
                 console_log_directory=str(self.console_directory(name)), pvcd_log=str(base / "pvcd.log"),

@@ -23,7 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
-from pvc.devcluster.proc import free_port, is_running, log_tail, terminate
+from pvc.devcluster.proc import free_port, free_port_range, is_running, log_tail, terminate
 
 # Directories that libvirtd shares machine-wide; each instance gets private copies.
 _PRIVATE_DIRS = ("etc/libvirt", "run/libvirt", "var/lib/libvirt", "var/log/libvirt", "var/cache/libvirt")
@@ -55,7 +55,7 @@ class Libvirtd:
         self.hypervisor = hypervisor
         self.tcp_port = tcp_port or free_port()
         if migration_ports is None:
-            lo = free_port()  # a random free-looking start; a small range is enough for tests
+            lo = free_port_range(16)  # a small range is enough for tests
             migration_ports = (lo, lo + 15)
         self.migration_ports = migration_ports
         self._pid: int | None = None

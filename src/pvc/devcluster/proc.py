@@ -10,11 +10,32 @@ import time
 from pathlib import Path
 
 
+# Ports handed out by this process: the kernel may offer a port again once its probe socket is
+# closed, and two components given the same port fight over it when one restarts (a killed
+# ZooKeeper's quorum port taken by a pvcd's API retrying its bind).
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now (the kernel picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free right now (the kernel picks it) and that this process
+    has not handed out before."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
+
+
+def free_port_range(count: int) -> int:
+    """The first of ``count`` consecutive ports that look free and were not handed out before."""
+    while True:
+        lo = free_port()
+        span = set(range(lo + 1, lo + count))
+        if lo + count <= 65535 and not span & _GIVEN:
+            _GIVEN.update(span)
+            return lo
 
 
 def free_udp_port() -> int:

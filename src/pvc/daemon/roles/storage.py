@@ -30,6 +30,7 @@ class StorageRole:
         self.log = ctx.log.bind(role="storage")
         # What the keepalive reports: "ok", or why this node cannot reach Ceph ("" before the first check).
         self.state = ""
+        self.checked = asyncio.Event()  # set once the first check is done and published
         ctx.services.storage = self
 
     async def check(self) -> str:
@@ -43,5 +44,6 @@ class StorageRole:
                 (self.log.info if state == OK else self.log.warning)("storage_state", state=state)
                 self.state = state
                 if self.ctx.services.presence:  # placement reads it: tell the cluster now
-                    self.ctx.services.presence.poke()
+                    await self.ctx.services.presence.publish()
+            self.checked.set()
             await asyncio.sleep(self.cfg.check_interval)
