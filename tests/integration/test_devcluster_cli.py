@@ -147,6 +147,8 @@ def test_verbs_refuse_bad_input(cli_cluster, args, message):
 
 
 def test_verbs_without_a_cluster(tmp_path):
+    # one_line_error asserts the one line, its text and the non-zero exit
     one_line_error(devcluster("kill", "hv1", "--workdir", str(tmp_path)), "no cluster in")
     one_line_error(devcluster("up", "--nodes", "2", "--zookeeper-servers", "3", "--workdir", str(tmp_path)),
                    "needs at least 3 coordinators")
+    assert not (tmp_path / "cluster.json").exists()  # the refused `up` started and recorded nothing
