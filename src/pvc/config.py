@@ -287,13 +287,7 @@ def _check_ceph(ceph: CephConfig, source: str) -> None:
 
 
 def _check_api(api: ApiConfig, source: str) -> None:
-    if api.listen:
-        from pvc.api.address import parse_listen
-
-        try:
-            parse_listen(api.listen)
-        except InvalidInput as exc:
-            raise InvalidInput(f"config {source}: api.listen: {exc}") from None
+    _check_listen("api.listen", api.listen, source)
     if bool(api.tls_cert) != bool(api.tls_key):
         raise InvalidInput(f"config {source}: api.tls_cert and api.tls_key go together (both or neither)")
 
