@@ -12,8 +12,9 @@ Autostart VMs come up when a node becomes ready:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+
+import msgspec
 
 from pvc import placement, vm_outcomes
 from pvc.flush_plan import committed
@@ -47,7 +48,7 @@ def plan(me: str, domains: list[Domain], nodes: list[placement.Candidate]) -> tu
             skipped.append(f"VM {d.name} stays stopped: the daemon on node {d.node} is "
                            f"{states.get(d.node) or 'unknown'}, so nothing can confirm it off there")
             continue
-        here = dataclasses.replace(here, memory_allocated_mib=here.memory_allocated_mib + d.memory_mib,
-                                   vcpus_allocated=here.vcpus_allocated + d.vcpus, domains_count=here.domains_count + 1)
+        here = msgspec.structs.replace(here, memory_allocated_mib=here.memory_allocated_mib + d.memory_mib,
+                                       vcpus_allocated=here.vcpus_allocated + d.vcpus, domains_count=here.domains_count + 1)
         starts.append((d.uuid, lambda r, me=me, fenced=fenced: vm_outcomes.displaced_to(r, me, fenced)))
     return starts, skipped

@@ -220,7 +220,7 @@ def recovery_plan(fenced: str, domains: list[Domain], candidates: list[placement
         target = changes.get("node")
         if target in pool and changes.get("state") == "start":
             c = pool[target]
-            pool[target] = dataclasses.replace(
+            pool[target] = msgspec.structs.replace(
                 c, memory_allocated_mib=c.memory_allocated_mib + dom.memory_mib,
                 vcpus_allocated=c.vcpus_allocated + dom.vcpus, domains_count=c.domains_count + 1)
     return plan

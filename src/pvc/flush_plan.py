@@ -26,6 +26,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import msgspec
+
 from pvc import placement
 from pvc.errors import PvcError
 from pvc.schema import WANTS_RUNNING, Domain
@@ -96,8 +98,8 @@ def committed(nodes: list[placement.Candidate], domains: Iterable[Domain],
 
 
 def _add(c: placement.Candidate, memory: int, vcpus: int, count: int) -> placement.Candidate:
-    return dataclasses.replace(c, memory_allocated_mib=c.memory_allocated_mib + memory,
-                               vcpus_allocated=c.vcpus_allocated + vcpus, domains_count=c.domains_count + count)
+    return msgspec.structs.replace(c, memory_allocated_mib=c.memory_allocated_mib + memory,
+                                   vcpus_allocated=c.vcpus_allocated + vcpus, domains_count=c.domains_count + count)
 
 
 def _count(pool: dict[str, placement.Candidate], m: Move, sign: int = 1) -> None:

@@ -14,14 +14,13 @@ A VM with RBD disks (``needs_storage``) goes only to nodes whose keepalive says 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from pvc.errors import Conflict, InvalidInput, NotFound
 from pvc.schema import SELECTORS
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(msgspec.Struct, frozen=True):
     name: str
     daemon_state: str
     domain_state: str

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid as uuidlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -288,15 +287,6 @@ async def read_xml(zk: ZK, uuid: str) -> str:
     if data is None:
         raise NotFound(f"unknown VM {uuid!r}")
     return data.decode()
-
-
-@dataclass
-class Placement:
-    node: str
-    node_limit: list[str]
-    selector: str
-    autostart: bool
-    migration_method: str
 
 
 SETTINGS = {"migration_selector": Paths.migration_selector, "maintenance": Paths.maintenance}

@@ -26,9 +26,10 @@ def imported_by(*argv: str) -> set[str]:
     return set(proc.stderr.rpartition("modules:")[2].split())
 
 
-# `pvc` itself (its entry point), telling at exit which modules it imported.
-MODULES_AT_EXIT = ("import atexit, sys; atexit.register(lambda: print('modules:', *sys.modules, file=sys.stderr)); "
-                   "from pvc.cli.app import main; main()")
+# `pvc` itself (its entry point, which ends with os._exit), telling at exit which modules it imported.
+MODULES_AT_EXIT = ("import os, sys; end = os._exit; "
+                   "os._exit = lambda code: (print('modules:', *sys.modules, file=sys.stderr), sys.stderr.flush(), end(code)); "
+                   "from pvc.cli.start import main; main()")
 
 
 def test_vm_info_imports_neither_heavy_libraries_nor_other_groups():
@@ -38,6 +39,19 @@ def test_vm_info_imports_neither_heavy_libraries_nor_other_groups():
     assert not {m.split(".")[0] for m in modules} & HEAVY
     assert not modules & OTHER_GROUPS
     assert "pvc.domain_xml" not in modules  # the XML parser is for define/modify only
+    assert "pvc.console_log" not in modules  # nor the console-log reader (pvc.ops.registry.GROUPS)
+    assert "dataclasses" not in modules  # ~1 ms each, and the module costs more
+
+
+def test_entry_point_exits_with_the_commands_status_and_flushed_output():
+    pvc = [sys.executable, "-m", "pvc.cli.start"]
+    down = subprocess.run([*pvc, "--zookeeper", f"127.0.0.1:{free_port()}", "--timeout", "2", "vm", "info", "x"],
+                          capture_output=True, text=True, timeout=60)
+    assert down.returncode == 3 and down.stderr.startswith("error: cannot connect to ZooKeeper"), down
+    version = subprocess.run([*pvc, "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("pvc "), version  # piped: block-buffered
+    usage = subprocess.run([*pvc, "vm", "info"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr, usage
 
 
 def test_help_lists_every_group_without_heavy_imports_at_start():

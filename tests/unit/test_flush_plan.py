@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 
 import msgspec
@@ -90,7 +89,7 @@ def test_vms_on_their_way_count_against_their_target_until_its_keepalive_lists_t
     starting = vm("y", "start", node_="hv2", mem=500)
     pool = committed([node("hv2")], [coming, starting])
     assert pool["hv2"].memory_allocated_mib == 3500
-    listed = dataclasses.replace(node("hv2", allocated=3500), running=frozenset({"u-x", "u-y"}))
+    listed = msgspec.structs.replace(node("hv2", allocated=3500), running=frozenset({"u-x", "u-y"}))
     assert committed([listed], [coming, starting])["hv2"].memory_allocated_mib == 3500  # not twice
 
 
@@ -262,7 +261,7 @@ def test_a_moved_vm_counts_on_its_target_until_the_keepalive_lists_it():
     now = [node(ME), node("hv2"), node("hv3", domain_state="flush")]  # a is on hv2, its keepalive is behind
     step = dispatch([b], active=[], landed=[a], domains=[], nodes=now, limit=2)
     assert step.start == [] and "node hv2 has not enough free memory" in step.unmovable[0].reason
-    listed = [node(ME), dataclasses.replace(node("hv2", allocated=3000), running=frozenset({"u-a"})),
+    listed = [node(ME), msgspec.structs.replace(node("hv2", allocated=3000), running=frozenset({"u-a"})),
               node("hv3", domain_state="flush")]
     step = dispatch([b], active=[], landed=[a], domains=[], nodes=listed, limit=2)
     assert step.start == [] and len(step.unmovable) == 1  # counted once, not twice: still no room

@@ -144,10 +144,21 @@ def run(work: Callable[[Any], Awaitable[T]], *, check_schema: bool = True) -> T:
     return _run_main(main())
 
 
+def work_begins() -> None:
+    """The command's modules are loaded: collect garbage again (pvc.cli.start paused it for the
+    imports), without ever scanning the start-up's objects (frozen: they live as long as the process)."""
+    import gc
+
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 def _run_main(main: Awaitable[T]) -> T:
     """Run the command's coroutine; any PvcError becomes one line and its exit code."""
     import asyncio  # here, not at the top: `pvc --help` and shell completion do not need it
 
+    work_begins()
     try:
         return asyncio.run(main)
     except PvcError as exc:

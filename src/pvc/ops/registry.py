@@ -11,29 +11,33 @@ from __future__ import annotations
 import importlib
 import typing
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from pvc.errors import Forbidden, NotFound, PvcError
 
-GROUPS = ("vm", "node", "network", "cluster", "storage", "token", "event", "nodelog", "flush")
+# Operation group -> the modules declaring its operations, imported on first use (a CLI run imports
+# only what its command calls: `pvc vm info` does not pay for the console-log reader).
+GROUPS: dict[str, tuple[str, ...]] = {
+    "vm": ("pvc.ops.vm", "pvc.ops.vm_volume", "pvc.ops.vm_log"),
+    **{group: (f"pvc.ops.{group}",) for group in ("node", "network", "cluster", "storage", "token", "event",
+                                                 "nodelog", "flush")},
+}
 
 
-@dataclass
 class Context:
     """Who asks, and through what: ``actor`` is ``zookeeper`` for direct access, ``token:NAME`` via
-    the API. ``read_only`` callers may only call operations that change nothing."""
+    the API. ``read_only`` callers may only call operations that change nothing. ``extras``: e.g. a
+    Ceph handle for storage operations. (Plain classes here, not dataclasses: each costs a CLI start
+    about a millisecond.)"""
 
-    zk: Any
-    actor: str = "zookeeper"
-    read_only: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)  # e.g. a Ceph handle for storage operations
+    def __init__(self, zk: Any, actor: str = "zookeeper", read_only: bool = False,
+                 extras: dict[str, Any] | None = None) -> None:
+        self.zk, self.actor, self.read_only, self.extras = zk, actor, read_only, extras if extras is not None else {}
 
 
-@dataclass(frozen=True)
-class Operation:
+class Operation(NamedTuple):
     name: str
     method: str  # GET for reads; POST/PUT/PATCH/DELETE for changes
     path: str  # under /api/v1
@@ -70,12 +74,11 @@ def operation(name: str, method: str, path: str, *, stream: bool = False):
 
 
 def find(name: str) -> Operation:
-    """The operation ``name``, importing its group's module on first use (keeps the CLI quick)."""
-    if name not in OPERATIONS:
-        group = name.split(".", 1)[0]
-        if group not in GROUPS:
-            raise NotFound(f"unknown operation {name!r}")
-        importlib.import_module(f"pvc.ops.{group}")
+    """The operation ``name``, importing its group's modules on first use (keeps the CLI quick)."""
+    for module in GROUPS.get(name.split(".", 1)[0], ()):
+        if name in OPERATIONS:
+            break
+        importlib.import_module(module)
     try:
         return OPERATIONS[name]
     except KeyError:
@@ -83,12 +86,9 @@ def find(name: str) -> Operation:
 
 
 def load_all() -> dict[str, Operation]:
-    for group in GROUPS:
-        try:
-            importlib.import_module(f"pvc.ops.{group}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pvc.ops.{group}":
-                raise
+    for modules in GROUPS.values():
+        for module in modules:
+            importlib.import_module(module)
     return OPERATIONS
 
 

@@ -365,6 +365,3 @@ async def move(ctx: Context, params: MoveParams) -> Migrated:
     """Migrate a VM permanently: like migrate, but previous_node is cleared."""
     return await _migration(ctx, "move", params)
 
-
-from pvc.ops import vm_volume  # noqa: E402,F401  (registers vm.volume_add and vm.volume_remove)
-from pvc.ops import vm_log  # noqa: E402,F401  (registers vm.log and vm.log_follow)
