@@ -113,3 +113,21 @@ def test_a_dropped_sequential_create_is_not_made_twice(server):
 
     path, children, calls = run(server, work)
     assert children == [path.rsplit("/", 1)[1]] and calls == 1
+
+
+def test_many_reads_and_children_decode_every_value_and_name(server):
+    """pvc.zk decodes multiRead and children answers itself (not through aiozk's generic parts)."""
+    names = [f"n{i}" for i in range(1200)] + ["ünïcode-név", "x" * 200]  # more than two multiRead batches
+    values = {name: f"value of {name} ✓".encode() * (i % 3) for i, name in enumerate(names)}  # b"" for a third
+
+    async def work(zk):
+        await zk.ensure_path("/many")
+        await zk.multi([("create", f"/many/{n}", v) for n, v in list(values.items())[:600]])
+        await zk.multi([("create", f"/many/{n}", v) for n, v in list(values.items())[600:]])
+        await zk.ensure_path("/many-empty")
+        read = await zk.get_many([f"/many/{n}" for n in names] + ["/many/missing", "/many-empty"])
+        return sorted(await zk.children("/many")), await zk.children("/many-empty"), read
+
+    children, empty, read = run(server, work)
+    assert children == sorted(names) and empty == []
+    assert read == [values[n] for n in names] + [None, b""]
