@@ -30,7 +30,7 @@ def test_stops_while_waiting_for_zookeeper_at_start(tmp_path, sig):
     cfg.write_text(f"node: {{name: lonely}}\nzookeeper: {{hosts: '127.0.0.1:{free_port()}'}}\n")
     log = tmp_path / "pvcd.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pvc.daemon.main", "--config", str(cfg)],
+        proc = subprocess.Popen([sys.executable, "-m", "pvc.daemon.start", "--config", str(cfg)],
                                 stdout=out, stderr=out)
     try:
         wait_until(lambda: "zookeeper_unavailable" in log.read_text(), timeout=30)

@@ -339,7 +339,7 @@ class DevCluster:
             raise RuntimeError(f"pvcd on {name} is already running (pid {node.pvcd_pid})")
         with open(node.pvcd_log, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "pvc.daemon.main", "--config", node.config],
+                [sys.executable, "-m", "pvc.daemon.start", "--config", node.config],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )
         node.pvcd_pid = proc.pid
