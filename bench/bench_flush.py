@@ -67,8 +67,9 @@ def restart_with_concurrency(dev: DevCluster, node: str, n: int) -> None:
     dev.start_node(node)
 
 
-def operation(env: dict, zookeeper: str, op: str, node: str) -> tuple[float, dict]:
-    """`pvc node <op> NODE --wait`: (wall seconds, the progress record)."""
+def operation(env: dict, zookeeper: str, op: str, node: str, log: str = "") -> tuple[float, dict]:
+    """`pvc node <op> NODE --wait`: (wall seconds, the progress record). On a failure, the warnings and
+    errors of the node's pvcd log (``log``) are printed too: the cluster is gone after the run."""
     start = time.perf_counter()
     proc = subprocess.run(["pvc", "node", op, node, "--wait"], env=env, capture_output=True, text=True,
                           timeout=1800, check=False)
@@ -76,13 +77,20 @@ def operation(env: dict, zookeeper: str, op: str, node: str) -> tuple[float, dic
     record = progress(zookeeper, node)
     if proc.returncode != 0:
         print(f"  ! pvc node {op} {node} exited {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
+        if log and os.path.exists(log):
+            lines = [line for line in Path(log).read_text(errors="replace").splitlines()
+                     if "[warning" in line or "[error" in line or "Traceback" in line]
+            print("\n".join(f"    {line[:240]}" for line in lines[-20:]))
     return wall, record
 
 
 def report(label: str, wall: float, record: dict, vms: int) -> None:
-    inside = record.get("finished", 0) - record.get("started", 0)
-    print(f"  {label:<34} wall {wall:6.2f} s, under the lock {inside:6.2f} s "
-          f"({inside / max(vms, 1) * 1000:5.1f} ms per VM), peak {record.get('peak', 0)} at once, "
+    if record.get("finished"):
+        inside = record["finished"] - record.get("started", 0)
+        lock = f"under the lock {inside:6.2f} s ({inside / max(vms, 1) * 1000:5.1f} ms per VM)"
+    else:
+        lock = f"not finished ({record.get('status', 'no progress record')})"
+    print(f"  {label:<34} wall {wall:6.2f} s, {lock}, peak {record.get('peak', 0)} at once, "
           f"{len(record.get('moved', []))} moved, {len(record.get('failed', []))} not moved", flush=True)
 
 
@@ -91,8 +99,9 @@ def by_concurrency(dev: DevCluster, levels: list[int], vms: int) -> None:
     env = {**os.environ, "PVC_ZOOKEEPER": zookeeper}
     for n in levels:
         restart_with_concurrency(dev, "hv1", n)
-        report(f"flush, concurrency {n}:", *operation(env, zookeeper, "flush", "hv1"), vms)
-        report(f"ready, concurrency {n}:", *operation(env, zookeeper, "ready", "hv1"), vms)
+        log = dev.node("hv1").pvcd_log
+        report(f"flush, concurrency {n}:", *operation(env, zookeeper, "flush", "hv1", log), vms)
+        report(f"ready, concurrency {n}:", *operation(env, zookeeper, "ready", "hv1", log), vms)
 
 
 def test_driver(args, workdir: str) -> None:

@@ -424,10 +424,12 @@ async def modify_domain(zk: ZK, uuid: str, spec: DomainSpec, xml: str) -> Domain
     _check_xml_size(dom.name, xml)
     if spec.uuid != uuid:
         raise InvalidInput(f"the new XML has UUID {spec.uuid}, VM {dom.name} has {uuid}")
-    if spec.name != dom.name:
+    renamed = dom
+    if spec.name != dom.name:  # a rename, as `pvc vm rename` makes it: stopped only, its node follows
         check_vm_name(spec.name)
+        renamed = vm_states.renamed(dom, spec.name)
     new = msgspec.structs.replace(
-        dom, name=spec.name, memory_mib=spec.memory_mib, vcpus=spec.vcpus, console_log_file=spec.console_log_file,
+        renamed, memory_mib=spec.memory_mib, vcpus=spec.vcpus, console_log_file=spec.console_log_file,
         volumes=_volumes(xml),
     )
     ops: list[tuple] = [*domain_write_ops(dom, version, new), ("set", Paths.domain_xml(uuid), xml.encode())]

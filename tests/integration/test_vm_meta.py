@@ -108,6 +108,16 @@ def test_rename_a_stopped_vm(c, tmp_path):
     wait_until(lambda: "booted as old1" in c.pvc("vm", "log", "new1").stdout, timeout=20)
     c.pvc("vm", "stop", "new1", "--wait")
 
+    # A new <name> through `vm modify` is a rename too: refused while the VM runs, followed once stopped.
+    running = tmp_path / "web1.xml"
+    running.write_text(c.pvc("vm", "dump", "web1").stdout.replace("<name>web1</name>", "<name>web8</name>"))
+    assert "only a stopped VM can be renamed" in fails(c, "vm", "modify", "web1", str(running))
+    assert c.vm("web1")["renamed_from"] == "" and "unknown VM 'web8'" in fails(c, "vm", "info", "web8")
+    xml.write_text(c.pvc("vm", "dump", "new1").stdout.replace("new1", "new2"))
+    c.pvc("vm", "modify", "new1", str(xml))
+    wait_until(lambda: c.vm("new2")["renamed_from"] == "", timeout=20)
+    assert (log_dir / "new2.log").read_text().startswith("booted as old1\n") and not (log_dir / "new1.log").exists()
+
 
 def set_unmovable_policy(c, node: str, policy: str) -> None:
     """Restart the node's pvcd with ``vm.flush_unmovable_policy`` (its VMs keep running)."""
