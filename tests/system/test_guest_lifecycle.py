@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -107,3 +109,18 @@ def test_a_guest_deaf_to_acpi_is_forced_off_and_that_is_said(qemu_cluster):
     vm = c.assert_matches_libvirt("deaf1")
     assert vm["state"] == "stop" and "forced off (policy stop)" in vm["note"]
     assert POWER_OFF not in c.console("deaf1")
+
+
+def test_a_guest_whose_qemu_dies_is_recorded_as_crashed_and_never_started_again(qemu_cluster):
+    c = qemu_cluster
+    c.boot(crash1="hv1")
+    qemu = subprocess.run(["pgrep", "-f", "guest=crash1,"], capture_output=True, text=True, timeout=10).stdout.split()
+    assert len(qemu) == 1, qemu
+    os.kill(int(qemu[0]), signal.SIGKILL)  # behind pvc's back: libvirt says the hypervisor failed
+    wait_until(lambda: c.vm("crash1")["state"] == "fail", timeout=30)
+    vm = c.assert_matches_libvirt("crash1")
+    assert vm["failed_reason"] == "failed (hypervisor error)"
+    said = [e for e in c.pvc_json("cluster", "events", "--vm", "crash1") if e["kind"] == "vm_crashed"]
+    assert len(said) == 1 and said[0]["severity"] == "error" and said[0]["node"] == "hv1", said
+    time.sleep(3)
+    assert c.where_running("crash1") == [] and c.boots("crash1") == 1

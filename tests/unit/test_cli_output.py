@@ -5,6 +5,7 @@ wide adds the full UUID; yaml is the json document; names one a line; piped outp
 from __future__ import annotations
 
 import json
+import sys
 
 import msgspec
 import pytest
@@ -91,6 +92,27 @@ def test_key_value_lines_are_aligned(capsys):
     print_fields([("name", NAME), ("node_limit", []), ("autostart", True), ("tags", ["prod", "web"]), ("x", None)])
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"name:       {NAME}", "node_limit: -", "autostart:  yes", "tags:       prod, web", "x:          -"]
+
+
+def test_long_values_go_on_under_their_column_on_a_terminal_only(monkeypatch, capsys):
+    path = "/var/lib/pvc/console-logs/" + "a-rather-long-directory-name/" * 3 + f"{NAME}.log"
+    pairs = [("name", "web1"), ("console_log_file", path), ("tags", [f"tag-{i}" for i in range(20)])]
+    print_fields(pairs)  # piped (capsys): one line each, whole
+    assert [line.split(maxsplit=1)[1] for line in capsys.readouterr().out.splitlines()] == \
+        ["web1", path, ", ".join(f"tag-{i}" for i in range(20))]
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "80")
+    print_fields(pairs)
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    values: list[list[str]] = []
+    for line in lines:  # a key starts a value; 18 spaces (the value column) continue it
+        if line.startswith(" " * 18):
+            values[-1].append(line[18:])
+        else:
+            values.append([line.split(maxsplit=1)[1]])
+    assert values[0] == ["web1"] and len(values[1]) > 1 and len(values[2]) > 1
+    assert "".join(values[1]) == path and " ".join(values[2]) == ", ".join(f"tag-{i}" for i in range(20))
 
 
 def test_plain_grammar():

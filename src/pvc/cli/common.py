@@ -280,8 +280,13 @@ def show_record(output: Output, record: Any, fields: Callable[[], list[tuple[str
 
 def print_fields(pairs: list[tuple[str, Any]]) -> None:
     """``key: value`` lines with the values aligned one column after the longest key; None and empty
-    lists print as ``-``, lists comma-separated, booleans as yes/no."""
+    lists print as ``-``, lists comma-separated, booleans as yes/no. On a terminal a value too long
+    for it (a path, many tags) goes on under its column; piped, each stays on one line for grep."""
+    import shutil
+    import textwrap
+
     width = max((len(k) for k, _ in pairs), default=0) + 2
+    room = shutil.get_terminal_size().columns - width if sys.stdout.isatty() else 0
     for key, value in pairs:
         if value is None or value == [] or value == "":
             value = "-"
@@ -289,7 +294,9 @@ def print_fields(pairs: list[tuple[str, Any]]) -> None:
             value = "yes" if value else "no"
         elif isinstance(value, (list, tuple)):
             value = ", ".join(str(v) for v in value)
-        sys.stdout.write(f"{key + ':':<{width}}{value}\n")
+        text = str(value)
+        lines = textwrap.wrap(text, max(room, 20), break_on_hyphens=False) if 0 < room < len(text) else [text]
+        sys.stdout.write(f"{key + ':':<{width}}" + f"\n{'':<{width}}".join(lines) + "\n")
     sys.stdout.flush()
 
 
