@@ -5,6 +5,7 @@ OpenAPI document. One cluster for the module; the TLS test reconfigures hv3 and 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -117,6 +118,12 @@ def test_tokens_authenticate_and_read_only_tokens_change_nothing(api):
     assert status == 200 and changed["vm"]["state"] == "start"
     audit = [e for e in api.pvc_json("event", "list", "-n", "50") if e["operation"] == "vm.start"]
     assert audit[-1]["actor"] == "token:devcluster" and audit[-1]["result"] == "ok" and audit[-1]["args"]["vm"] == "db"
+    # One name, one token: of adds of the same name at the same moment, one is made, the others get 409.
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        racing = list(pool.map(lambda _: http("POST", base + "/token", api.token, b'{"name": "racer"}')[0], range(6)))
+    assert sorted(racing) == [200, 409, 409, 409, 409, 409], racing
+    assert [t["name"] for t in http("GET", base + "/token", api.token)[2]].count("racer") == 1
+    api.pvc("token", "remove", "racer", "--yes")
     assert api.pvc("token", "remove", "viewer", check=False, input="").returncode == 2  # no terminal: --yes needed
     api.pvc("token", "remove", "viewer", "--yes")
     assert http("GET", base + "/vm", ro)[0] == 401

@@ -20,10 +20,11 @@ from pvc.errors import Conflict, InvalidInput, NotFound
 from pvc.ops.common import NoParams
 from pvc.ops.registry import Context, operation
 from pvc.schema import ApiToken, Paths
-from pvc.zk import NoNode
+from pvc.zk import BadVersion, NoNode
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SECRET_PREFIX = "pvc_"
+ADD_ATTEMPTS = 10
 
 
 class TokenAdd(msgspec.Struct, kw_only=True):
@@ -79,18 +80,29 @@ async def add(ctx: Context, params: TokenAdd) -> NewToken:
     if not NAME.fullmatch(params.name):
         raise InvalidInput(f"bad token name {params.name!r}: letters, digits, '_', '.', '-' (up to 64, "
                            "starting with a letter or digit)")
-    # Names are unique for people; two `token add` of one name at the very same moment could both
-    # succeed (`token list` shows both, `token remove` removes both).
-    if any(t.name == params.name for t in (await _read_all(ctx.zk)).values()):
-        raise Conflict(f"a token named {params.name!r} exists already; remove it first")
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     record = ApiToken(name=params.name, read_only=params.read_only, created=time.time())
+    # Names are unique: each add sets /tokens (its version as read with the names) in the transaction
+    # that creates the token, so of two adds of one name at the same moment one finds it taken.
+    for _ in range(ADD_ATTEMPTS):
+        version = await _folder_version(ctx.zk)
+        if any(t.name == params.name for t in (await _read_all(ctx.zk)).values()):
+            raise Conflict(f"a token named {params.name!r} exists already; remove it first")
+        try:
+            await ctx.zk.multi([("set", Paths.tokens, b"", version),
+                                ("create", _path(digest(secret)), record.encode())])
+        except BadVersion:
+            continue  # another token was added meanwhile: look again
+        return NewToken(name=record.name, read_only=record.read_only, created=record.created, token=secret)
+    raise Conflict("tokens kept changing while this one was being added; try again")
+
+
+async def _folder_version(zk) -> int:
     try:
-        await ctx.zk.create(_path(digest(secret)), record.encode())
-    except NoNode:
-        await ctx.zk.ensure_path(Paths.tokens)
-        await ctx.zk.create(_path(digest(secret)), record.encode())
-    return NewToken(name=record.name, read_only=record.read_only, created=record.created, token=secret)
+        return (await zk.get(Paths.tokens))[1]
+    except NoNode:  # a cluster initialised before tokens existed
+        await zk.ensure_path(Paths.tokens)
+        return (await zk.get(Paths.tokens))[1]
 
 
 @operation("token.list", "GET", "/token")
