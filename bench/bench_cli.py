@@ -52,8 +52,9 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def imported(args: list[str], env: dict[str, str]) -> list[str]:
     """The modules ``pvc ARGS`` has imported when it exits (interpreter start-up's included)."""
-    code = ("import atexit, sys; atexit.register(lambda: print('modules:', *sys.modules, file=sys.stderr)); "
-            "from pvc.cli.app import main; main()")
+    code = ("import os, sys; end = os._exit; "  # pvc's entry point ends with os._exit (no atexit)
+            "os._exit = lambda code: (print('modules:', *sys.modules, file=sys.stderr), sys.stderr.flush(), end(code)); "
+            "from pvc.cli.start import main; main()")
     proc = subprocess.run([sys.executable, "-c", code, *args], env=env, check=True, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, timeout=60)
     return proc.stderr.rpartition("modules:")[2].split()
@@ -89,14 +90,22 @@ def main() -> None:
     args = parser.parse_args()
     rounds = max(1, min(args.rounds, 500))  # bounded
 
-    from pvc.devcluster.zookeeper_server import ZookeeperServer
+    from pvc.devcluster.zookeeper_server import ZookeeperServer, ensemble_peers
 
     script = Path(sys.executable).with_name("pvc")  # the entry point (PYTHONPATH, if given, comes first)
     pvc = [sys.executable, str(script)] if script.exists() else [sys.executable, "-m", "pvc.cli.app"]
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
         server = ZookeeperServer(Path(tmp) / "zk")
+        # As a cluster has it: a 3-server ensemble (a session is a quorum write) and a credential.
+        peers = ensemble_peers(3)
+        members = [ZookeeperServer(Path(tmp) / f"zk{i}", port, myid=i, peers=peers) for i, port, _, _ in peers]
+        protected = "bench:" + os.urandom(8).hex() + "@" + ",".join(m.address for m in members)
         server.start()
         try:
+            for member in members:
+                member.start(wait=False)
+            for member in members:
+                member.wait_ready(60)
             env = {**os.environ, "PVC_ZOOKEEPER": server.address, "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc")}
             env.pop("PYTHONDONTWRITEBYTECODE", None)
             uncached = {**env, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -106,11 +115,15 @@ def main() -> None:
                 path = os.path.abspath(args.baseline)
                 variants[" baseline"] = {**env, "PYTHONPATH": path, "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc-base")}
                 variants[" baseline (no bytecode cache)"] = {**uncached, "PYTHONPATH": path}
-            subprocess.run([*pvc, "init"], env=env, check=True, capture_output=True, timeout=60)
-            asyncio.run(seed(server.address))
+            variants[" (ensemble, credential)"] = {**env, "PVC_ZOOKEEPER": protected}
+            for address in (server.address, protected):
+                subprocess.run([*pvc, "init"], env={**env, "PVC_ZOOKEEPER": address}, check=True,
+                               capture_output=True, timeout=60)
+                asyncio.run(seed(address))
             commands = {"pvc --help": ["--help"], f"pvc vm info {VM}": ["vm", "info", VM]}
             runs: dict[tuple[str, str], list] = {("python -c pass (floor)", ""): []}
-            runs.update({(label, variant): [] for label in commands for variant in variants})
+            runs.update({(label, variant): [] for label in commands for variant in variants
+                         if "ensemble" not in variant or "info" in label})
             for label, variant in runs:  # fills the bytecode caches
                 if label in commands:
                     timed([*pvc, *commands[label]], variants[variant])
@@ -122,13 +135,14 @@ def main() -> None:
             for (label, variant), found in runs.items():
                 print(row(label + variant, found))
             for label, cli_args in commands.items():
-                for variant in [v for v in variants if "cache" not in v]:
+                for variant in [v for v in variants if "cache" not in v and "ensemble" not in v]:
                     modules = imported(cli_args, variants[variant])
                     heavy = sorted({m.split(".")[0] for m in modules} & set(HEAVY))
                     print(f"{label}{variant}: imports {len(modules)} modules; heavy ones: {', '.join(heavy) or 'none'}")
             print(f"after: {load()}")
         finally:
-            server.stop()
+            for member in [server, *members]:
+                member.stop()
 
 
 if __name__ == "__main__":

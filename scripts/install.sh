@@ -34,3 +34,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+# An editable install leaves pvc's own modules uncompiled, and with PYTHONDONTWRITEBYTECODE set (as on
+# this project's machines) every `pvc` run would compile them again (~35 ms of its start): compile once.
+.venv/bin/python -m compileall -q src
