@@ -8,7 +8,9 @@ the buffer to ``/domains/<uuid>/console_log`` when it changed. The task wakes:
 - at once when inotify reports a change in the console directory (one inotify instance per node,
   watching the directory, so a file that does not exist yet, or is rotated or replaced, is seen too;
   a missing directory is watched again once it exists);
-- every ``console_log.interval`` seconds at the latest (no directory yet, no inotify, an overflow);
+- every ``console_log.interval`` seconds at the latest while inotify does not watch the directory (no
+  directory yet, no inotify); while it does, every ``WATCHED_INTERVAL`` seconds only, as a safety net
+  (a node with hundreds of quiet VMs would otherwise wake each of them twice a second for nothing);
 - when a write held back by the budget may go. Reads are coalesced: a guest printing continuously
   is read at most once per ``MIN_CHECK_GAP`` (unless a write is due).
 
@@ -84,6 +86,7 @@ FINGERPRINT = 128  # bytes before a mark's offset covered by its CRC
 MARKS_BUDGET = 4096  # most bytes of file marks the head keeps
 MAX_MARKS = 16  # most file marks kept (one per node, most recent last)
 FINAL_FLUSH_TIMEOUT = 10.0  # seconds vm_gone may spend on the last read and write
+WATCHED_INTERVAL = 5.0  # seconds between checks of a file while inotify watches its directory
 
 
 _encoder = msgspec.json.Encoder()
@@ -142,6 +145,7 @@ class ConsoleTailer:
         self._tails: dict[str, _Tail] = {}
         self._by_file: dict[str, _Tail] = {}
         self._notifier: asyncio.Task | None = None
+        self.watching = False  # inotify watches the directory: changes wake the tails
 
     # -- residency hooks -----------------------------------------------------------------------
 
@@ -189,6 +193,7 @@ class ConsoleTailer:
                     if reported is not False:
                         self.log.info("console_log_watching", directory=str(self.directory))
                     reported = False
+                    self.watching = True
                     self._wake_all()  # whatever changed before the watch existed
                     async for event in inotify:
                         if event.mask & Mask.Q_OVERFLOW:
@@ -207,6 +212,9 @@ class ConsoleTailer:
                     reported = True
             except Exception:  # never take the role down; the interval check still runs
                 self.log.exception("console_log_inotify_failed")
+            finally:
+                self.watching = False
+            self._wake_all()  # back to checking every interval from now
             await asyncio.sleep(max(self.interval, 1.0))
 
     def _wake_all(self) -> None:
@@ -225,6 +233,7 @@ class _Tail:
         self.key = Paths.domain_console_log(uuid)
         self.log = tailer.log.bind(vm=name)
         self.wake = asyncio.Event()
+        self.wake.set()  # the first check at once (a restarted daemon may have lines to catch up on)
         self.stopping = False
         self.task: asyncio.Task | None = None
         self.buffer: ConsoleBuffer | None = None
@@ -267,7 +276,7 @@ class _Tail:
 
     async def _wait(self) -> None:
         """Until woken (inotify, vm_gone), the next check is due, or a coalesced write may go."""
-        timeout = self.tailer.interval
+        timeout = WATCHED_INTERVAL if self.tailer.watching else self.tailer.interval
         if self._due():
             timeout = min(timeout, self.budget.delay(time.monotonic()))
         if timeout > 0 and not self.wake.is_set():
