@@ -152,6 +152,10 @@ class NodeOperations:
         task.result()
         return True
 
+    async def _publish_keepalive(self) -> None:
+        if self.ctx.services.presence is not None:
+            await self.ctx.services.presence.publish()  # (never raises: a failed write is logged)
+
     async def _begin(self, req: FlushRequest, status: str) -> None:
         await self.zk.put(self._key("domain_state"), b"flush" if req.op == "flush" else b"unflush")
         self._progress = FlushProgress(id=req.id, op=req.op, status=status)
@@ -175,6 +179,9 @@ class NodeOperations:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(storage.checked.wait(), storage.cfg.check_timeout + 5)
         started = time.monotonic()
+        # This node's own figures as they are now, not as its last keepalive had them (a VM stopped
+        # just before a ready would still count against it for up to a keepalive).
+        await self._publish_keepalive()
         # The same plan as the preview (`pvc node flush --dry-run`), from every VM record.
         domains = await store.list_domains(self.zk)
         pending = await plan_of(self.zk, self.me, req.op, domains)
@@ -198,6 +205,7 @@ class NodeOperations:
             return
         if req.op == "ready":
             await self._autostart()
+        await self._publish_keepalive()  # once `--wait` returns, `pvc node list` shows the moves
         await self.zk.put(self._key("domain_state"), b"flushed" if req.op == "flush" else b"ready")
         await self._report(status="done", finished=time.time())
         log.info("node_operation_done", moved=len(self._progress.moved), failed=len(self._progress.failed),
