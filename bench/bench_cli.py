@@ -5,9 +5,9 @@ wall time and CPU time (user + system of the process) over ``--rounds`` runs, th
 and whether any heavy one is among them; `python -c pass` is the interpreter's own floor. Wall time
 follows the machine's load (printed); CPU time much less so.
 
-Processes run with a bytecode cache (a temporary PYTHONPYCACHEPREFIX), as an installed pvc has; the
-rows "no bytecode cache" show the cost when every module is compiled from source at each start
-(PYTHONDONTWRITEBYTECODE=1 with a source checkout, as in the test environment).
+Processes run with a bytecode cache (a temporary PYTHONPYCACHEPREFIX), as an installed pvc has
+(scripts/install.sh compiles pvc's own modules: with PYTHONDONTWRITEBYTECODE set, as on this project's
+machines, an editable install would otherwise compile them again at every start).
 
 Run: python -m bench.bench_cli [--rounds 20] [--baseline OTHER/src]   (--baseline: measure another
 checkout's pvc too, e.g. the previous commit's from `git archive HEAD src | tar -x -C /tmp/base`)
@@ -108,13 +108,10 @@ def main() -> None:
                 member.wait_ready(60)
             env = {**os.environ, "PVC_ZOOKEEPER": server.address, "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc")}
             env.pop("PYTHONDONTWRITEBYTECODE", None)
-            uncached = {**env, "PYTHONDONTWRITEBYTECODE": "1"}
-            uncached.pop("PYTHONPYCACHEPREFIX")
-            variants = {"": env, " (no bytecode cache)": uncached}
+            variants = {"": env}
             if args.baseline:
                 path = os.path.abspath(args.baseline)
                 variants[" baseline"] = {**env, "PYTHONPATH": path, "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc-base")}
-                variants[" baseline (no bytecode cache)"] = {**uncached, "PYTHONPATH": path}
             variants[" (ensemble, credential)"] = {**env, "PVC_ZOOKEEPER": protected}
             for address in (server.address, protected):
                 subprocess.run([*pvc, "init"], env={**env, "PVC_ZOOKEEPER": address}, check=True,
@@ -135,7 +132,7 @@ def main() -> None:
             for (label, variant), found in runs.items():
                 print(row(label + variant, found))
             for label, cli_args in commands.items():
-                for variant in [v for v in variants if "cache" not in v and "ensemble" not in v]:
+                for variant in [v for v in variants if "ensemble" not in v]:
                     modules = imported(cli_args, variants[variant])
                     heavy = sorted({m.split(".")[0] for m in modules} & set(HEAVY))
                     print(f"{label}{variant}: imports {len(modules)} modules; heavy ones: {', '.join(heavy) or 'none'}")
