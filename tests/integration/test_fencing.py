@@ -27,6 +27,11 @@ def test_dead_node_is_fenced_and_its_vms_run_elsewhere_exactly_once(cluster):
     vms = ["fence-a", "fence-b"]
     for vm in vms:
         cluster.define(vm, node=victim, start=True)
+    # An autostart VM too big for the survivors while their fillers run: left displaced by the recovery.
+    survivors = [n["name"] for n in cluster.pvc_json("node", "list") if n["name"] != victim]
+    cluster.define("fence-big", node=victim, memory_mib=2500, start=True, extra=("--autostart",))
+    for i, name in enumerate(survivors):
+        cluster.define(f"fence-fill{i}", node=name, memory_mib=2500, start=True)
     assert truth(cluster)[victim] >= set(vms)
 
     cluster.dev.stop_node(victim, signal.SIGKILL)  # the daemon dies; the host and its VMs keep running
@@ -52,6 +57,19 @@ def test_dead_node_is_fenced_and_its_vms_run_elsewhere_exactly_once(cluster):
         assert info["previous_node"] == victim
         assert info["failed_reason"] == f"recovered from fenced node {victim}"
     assert node(cluster, victim)["domain_state"] == "flushed"
+    big = cluster.vm("fence-big")
+    assert (big["node"], big["state"], big["libvirt_state"]) == (victim, "fail", "shutoff") and big["displaced"]
+    assert hosts_of(cluster, "fence-big") == []
+
+    # Room on a survivor again: its ready starts the displaced VM there, taken from the fenced node.
+    cluster.pvc("vm", "stop", "fence-fill0", "--wait")
+    wait_until(lambda: node(cluster, survivors[0])["memory_allocated_mib"] < 2500, timeout=30)
+    cluster.pvc("node", "ready", survivors[0], "--wait")
+    wait_until(lambda: hosts_of(cluster, "fence-big") == [survivors[0]], timeout=30)
+    big = cluster.vm("fence-big")
+    assert (big["node"], big["state"], big["displaced"]) == (survivors[0], "start", "")
+    for name in ("fence-big", "fence-fill1"):
+        cluster.pvc("vm", "stop", name, "--wait")
 
     # Power on (libvirtd boots, empty) and start the daemon: it runs again, flushed, and starts none
     # of the VMs that were recovered elsewhere.
