@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
 from bench.common import define_bulk
 from pvc.devcluster.cluster import DevCluster
@@ -58,15 +57,6 @@ def wait_running(dev: DevCluster, node: str, count: int, timeout: float = 120) -
         time.sleep(0.2)
 
 
-def restart_with_concurrency(dev: DevCluster, node: str, n: int) -> None:
-    path = Path(dev.node(node).config)
-    config = yaml.safe_load(path.read_text())
-    config.setdefault("vm", {})["flush_concurrency"] = n
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    dev.stop_node(node)
-    dev.start_node(node)
-
-
 def operation(env: dict, zookeeper: str, op: str, node: str, log: str = "") -> tuple[float, dict]:
     """`pvc node <op> NODE --wait`: (wall seconds, the progress record). On a failure, the warnings and
     errors of the node's pvcd log (``log``) are printed too: the cluster is gone after the run."""
@@ -98,7 +88,7 @@ def by_concurrency(dev: DevCluster, levels: list[int], vms: int) -> None:
     zookeeper = dev.state.zookeeper
     env = {**os.environ, "PVC_ZOOKEEPER": zookeeper}
     for n in levels:
-        restart_with_concurrency(dev, "hv1", n)
+        dev.restart_node_with("hv1", "vm", flush_concurrency=n)
         log = dev.node("hv1").pvcd_log
         report(f"flush, concurrency {n}:", *operation(env, zookeeper, "flush", "hv1", log), vms)
         report(f"ready, concurrency {n}:", *operation(env, zookeeper, "ready", "hv1", log), vms)

@@ -432,16 +432,7 @@ async def modify_domain(zk: ZK, uuid: str, spec: DomainSpec, xml: str) -> Domain
         renamed, memory_mib=spec.memory_mib, vcpus=spec.vcpus, console_log_file=spec.console_log_file,
         volumes=_volumes(xml),
     )
-    ops: list[tuple] = [*domain_write_ops(dom, version, new), ("set", Paths.domain_xml(uuid), xml.encode())]
-    if spec.name != dom.name:
-        ops += [("delete", Paths.domain_name(dom.name)), ("create", Paths.domain_name(spec.name), uuid.encode())]
-    try:
-        await zk.multi(ops)
-    except NodeExists:
-        raise Conflict(f"a VM named {spec.name!r} is already defined") from None
-    except BadVersion:
-        raise Conflict(f"VM {dom.name} changed while it was being modified; try again") from None
-    return new
+    return await _write_definition(zk, dom, version, new, xml, doing="modified")
 
 
 async def rename_domain(zk: ZK, uuid: str, new_name: str) -> Domain:
@@ -455,17 +446,21 @@ async def rename_domain(zk: ZK, uuid: str, new_name: str) -> Domain:
     xml, xml_version = await zk.get(Paths.domain_xml(uuid))
     new_xml = renamed(xml.decode(), dom.name, new_name)
     new = msgspec.structs.replace(new, console_log_file=renamed_log_file(dom.console_log_file, dom.name, new_name))
+    return await _write_definition(zk, dom, version, new, new_xml, xml_version, doing="renamed")
+
+
+async def _write_definition(zk: ZK, dom: Domain, version: int, new: Domain, xml: str, xml_version: int = -1, *,
+                            doing: str) -> Domain:
+    """A VM's record and stored XML in one transaction, its name index entry moved if the name changed."""
+    ops: list[tuple] = [*domain_write_ops(dom, version, new), ("set", Paths.domain_xml(dom.uuid), xml.encode(), xml_version)]
+    if new.name != dom.name:
+        ops += [("delete", Paths.domain_name(dom.name)), ("create", Paths.domain_name(new.name), dom.uuid.encode())]
     try:
-        await zk.multi([
-            *domain_write_ops(dom, version, new),
-            ("set", Paths.domain_xml(uuid), new_xml.encode(), xml_version),
-            ("delete", Paths.domain_name(dom.name)),
-            ("create", Paths.domain_name(new_name), uuid.encode()),
-        ])
+        await zk.multi(ops)
     except NodeExists:
-        raise Conflict(f"a VM named {new_name!r} is already defined") from None
+        raise Conflict(f"a VM named {new.name!r} is already defined") from None
     except (BadVersion, NoNode):
-        raise Conflict(f"VM {dom.name} changed while it was being renamed; try again") from None
+        raise Conflict(f"VM {dom.name} changed while it was being {doing}; try again") from None
     return new
 
 

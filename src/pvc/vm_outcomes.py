@@ -13,6 +13,7 @@ import msgspec
 
 from pvc.fencing import is_recovery_note
 from pvc.schema import WANTS_RUNNING, Domain, Migration
+from pvc.vm_states import CLEARED
 
 
 def _with(dom: Domain, **changes) -> Domain:
@@ -162,7 +163,7 @@ def autostarted(d: Domain, me: str) -> Domain | None:
         return None
     if d.state != "stop" and not (d.state == "fail" and d.displaced):
         return None
-    return _with(d, state="start", failed_reason="", note="", displaced="")
+    return _with(d, state="start", **CLEARED)
 
 
 def displaced_to(d: Domain, me: str, source_fenced: bool) -> Domain | None:
@@ -173,9 +174,8 @@ def displaced_to(d: Domain, me: str, source_fenced: bool) -> Domain | None:
         return None
     previous = d.previous_node or d.node  # its home: `pvc node ready` there brings it back
     if source_fenced:
-        return _with(d, node=me, state="start", libvirt_state="shutoff", previous_node=previous, failed_reason="",
-                     note="", displaced="")
-    return _with(d, state="migrate", target_node=me, previous_node=previous, failed_reason="", note="", displaced="")
+        return _with(d, node=me, state="start", libvirt_state="shutoff", previous_node=previous, **CLEARED)
+    return _with(d, state="migrate", target_node=me, previous_node=previous, **CLEARED)
 
 
 def shut_down_unmovable(d: Domain, me: str, why: str = "") -> Domain | None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 from pvc.errors import Conflict, InvalidInput
 from pvc.schema import WANTS_RUNNING, Domain
 
+# What a new request clears: the outcome of the one before (why it failed, a note, a displacement).
+CLEARED = {"failed_reason": "", "note": "", "displaced": ""}
+
 TRANSIENT = ("restart", "shutdown", "migrate")
 
 # action -> states it may be requested from
@@ -39,8 +42,8 @@ def request(dom: Domain, action: str) -> Domain:
         raise Conflict(f"VM {dom.name} has no node assigned")
     if action == "start" and pending_hand_over(dom):
         # Started while its node still has to confirm it off: it is started on the new node.
-        return _with(dom, state="migrate", failed_reason="", note="", displaced="")
-    return _with(dom, state=action, failed_reason="", note="", displaced="")
+        return _with(dom, state="migrate", **CLEARED)
+    return _with(dom, state=action, **CLEARED)
 
 
 def pending_hand_over(dom: Domain) -> bool:
@@ -129,14 +132,14 @@ def migrate_request(dom: Domain, mode: str, target: str, force: bool = False, so
     else:
         raise InvalidInput(f"unknown migration mode {mode!r}")
     if dom.state == "start":
-        return _with(dom, state="migrate", target_node=target, previous_node=previous, failed_reason="", note="", displaced="")
+        return _with(dom, state="migrate", target_node=target, previous_node=previous, **CLEARED)
     if source_fenced:
         # Its node is confirmed powered off: nothing runs there, the VM may be reassigned now.
-        return _with(dom, node=target, target_node="", previous_node=previous, failed_reason="", note="", displaced="",
+        return _with(dom, node=target, target_node="", previous_node=previous, **CLEARED,
                      libvirt_state="shutoff")
     # Never reassigned on its desired state alone: its node's daemon hands it over once its
     # libvirt confirms the VM off (a stop just requested may not have been carried out).
-    return _with(dom, target_node=target, previous_node=previous, failed_reason="", note="", displaced="")
+    return _with(dom, target_node=target, previous_node=previous, **CLEARED)
 
 
 def renamed(dom: Domain, new: str) -> Domain:

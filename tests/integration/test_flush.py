@@ -335,23 +335,9 @@ def test_disabled_vms_stay_out_of_flush_and_ready_and_the_summary_says_how_vms_m
         c.pvc("vm", "stop", name, "--wait")
 
 
-def set_flush_concurrency(c, node: str, n: int) -> None:
-    """Restart the node's pvcd with ``vm.flush_concurrency: n`` (its VMs keep running)."""
-    import yaml
-
-    spec = c.dev.node(node)
-    with open(spec.config) as f:
-        config = yaml.safe_load(f)
-    config["vm"]["flush_concurrency"] = n
-    with open(spec.config, "w") as f:
-        yaml.safe_dump(config, f, sort_keys=False)
-    c.dev.stop_node(node)
-    c.dev.start_node(node)
-
-
 def test_dry_run_shows_the_plan_that_a_flush_at_concurrency_3_then_follows(cluster4):
     c = cluster4
-    set_flush_concurrency(c, "hv4", 3)
+    c.dev.restart_node_with("hv4", "vm", flush_concurrency=3)
     names = c.define_many("cc", 5, "hv4", memory_mib=400)
     c.define_many("zz-big", 1, "hv4", memory_mib=2900)  # fits on no other node (3072 MiB each)
     big = "zz-big000"

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import running_cluster, wait_until
 
@@ -119,20 +118,8 @@ def test_rename_a_stopped_vm(c, tmp_path):
     assert (log_dir / "new2.log").read_text().startswith("booted as old1\n") and not (log_dir / "new1.log").exists()
 
 
-def set_unmovable_policy(c, node: str, policy: str) -> None:
-    """Restart the node's pvcd with ``vm.flush_unmovable_policy`` (its VMs keep running)."""
-    spec = c.dev.node(node)
-    with open(spec.config) as f:
-        config = yaml.safe_load(f)
-    config["vm"]["flush_unmovable_policy"] = policy
-    with open(spec.config, "w") as f:
-        yaml.safe_dump(config, f, sort_keys=False)
-    c.dev.stop_node(node)
-    c.dev.start_node(node)
-
-
 def test_autostart_vm_shut_down_by_a_flush_starts_when_a_node_becomes_ready(c):
-    set_unmovable_policy(c, "hv1", "shutdown")
+    c.dev.restart_node_with("hv1", "vm", flush_unmovable_policy="shutdown")
     c.define("big", node="hv1", memory_mib=2500, start=True, extra=("--autostart",))
     c.define("filler", node="hv2", memory_mib=2500, start=True)
     proc = c.pvc("node", "flush", "hv1", "--wait", check=False)

@@ -22,11 +22,11 @@ from pathlib import Path
 from pvc.devcluster.libvirtd import Libvirtd
 from pvc.devcluster.proc import free_port, free_port_range, free_udp_port, is_running, is_stopped, log_tail, terminate
 from pvc.devcluster.zookeeper_server import ZookeeperServer, ensemble_peers
+from pvc.zk import split_credential
 
 # libvirtd (test driver) instances `up` starts at once, and pvcds starting (not yet running) at once.
 LIBVIRTD_STARTS_AT_ONCE = 8
 PVCD_STARTS_AT_ONCE = 8
-from pvc.zk import split_credential
 
 
 @dataclass
@@ -346,6 +346,18 @@ class DevCluster:
         self._save()
         if wait:
             self.wait_running([name], timeout)
+
+    def restart_node_with(self, name: str, section: str, **values) -> None:
+        """Set ``values`` in the ``section`` of a node's pvcd config and restart that pvcd (its VMs keep
+        running), e.g. ``restart_node_with("hv1", "vm", flush_concurrency=4)``."""
+        import yaml
+
+        path = Path(self.node(name).config)
+        config = yaml.safe_load(path.read_text())
+        config.setdefault(section, {}).update(values)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.stop_node(name)
+        self.start_node(name)
 
     def stop_node(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10) -> bool:
         """Stop one node's pvcd: SIGTERM (a clean stop, waited for; SIGKILL after ``timeout``) or

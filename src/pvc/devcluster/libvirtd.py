@@ -18,7 +18,6 @@ import pwd
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
