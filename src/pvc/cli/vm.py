@@ -50,7 +50,7 @@ def define(
 
 @app.command()
 def modify(vm: str = VM_ARG, file: Path = typer.Argument(..., help="new libvirt XML")):
-    """Replace a VM's XML (takes effect at its next start)."""
+    """Replace a VM's XML (takes effect at its next start); a new <name> renames it (stopped VMs only)."""
     from pvc.ops.vm import ModifyParams
 
     params = ModifyParams(vm=vm, xml=_read_xml(file))

@@ -102,7 +102,7 @@ class ModifyParams(msgspec.Struct, kw_only=True):
 
 @operation("vm.modify", "PUT", "/vm/{vm}")
 async def modify(ctx: Context, params: ModifyParams) -> Domain:
-    """Replace a VM's XML (takes effect at its next start)."""
+    """Replace a VM's XML (takes effect at its next start); a new <name> renames it (stopped VMs only)."""
     from pvc.domain_xml import parse_domain_xml
 
     spec = parse_domain_xml(params.xml)
